@@ -1,0 +1,333 @@
+"""ComfyUI client: submit a graph, follow it to the end, and fetch what it made.
+
+HTTP with requests, progress over the websocket (websocket-client). Every wait is bounded: the
+socket is read with a short timeout so the deadline and cancellation are checked between frames;
+a dropped socket is reconnected, and meanwhile ``/history`` is polled, which is the record this
+client trusts for the outcome. A ComfyUI that stops answering is reported with its log's tail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import requests
+import websocket
+
+from .errors import ComfyError, ComfyUnavailableError, JobTimeoutError
+
+log = logging.getLogger(__name__)
+
+RECV_TICK_S = 1.0
+RECONNECT_EVERY_S = 2.0
+UNREACHABLE_AFTER_S = 5.0
+LOG_TAIL_LINES = 20
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class CancelledByCaller(Exception):
+    """The job was cancelled while its prompt was running; the caller interrupts and re-raises."""
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file a node reported in history (VHS ``gifs`` or native ``images`` entries)."""
+
+    filename: str
+    subfolder: str
+    type: str
+    fullpath: str | None = None
+
+
+@dataclass
+class PromptResult:
+    prompt_id: str
+    files: list[OutputFile]
+    execution_s: float | None
+    history: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+class ComfyClient:
+    """One ComfyUI server; safe to share between jobs (it holds no per-job state)."""
+
+    def __init__(self, base_url: str, http_timeout_s: float = 30.0, ws_idle_timeout_s: float = 30.0,
+                 log_file: Path | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http_timeout_s = http_timeout_s
+        self.ws_idle_timeout_s = ws_idle_timeout_s
+        self.log_file = log_file
+        self.session = requests.Session()
+        self.session.trust_env = False
+
+    # -- plain HTTP -----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.http_timeout_s)
+        try:
+            return self.session.request(method, self.base_url + path, **kwargs)
+        except requests.RequestException as exc:
+            raise ComfyUnavailableError(self._unreachable(f"{method} {path} failed: {type(exc).__name__}")) from None
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        if response.status_code != 200:
+            raise ComfyError(f"ComfyUI answered {method} {path} with HTTP {response.status_code}.")
+        return response.json()
+
+    def system_stats(self, timeout_s: float | None = None) -> dict[str, Any]:
+        return self._json("GET", "/system_stats", timeout=timeout_s or self.http_timeout_s)
+
+    def object_info(self) -> dict[str, Any]:
+        return self._json("GET", "/object_info")
+
+    def history(self, prompt_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/history/{prompt_id}").get(prompt_id, {})
+
+    def interrupt(self, prompt_id: str) -> None:
+        """Stop our prompt if it runs and drop it from the queue if it waits (best effort, bounded)."""
+        for path, body in (("/interrupt", {"prompt_id": prompt_id}), ("/queue", {"delete": [prompt_id]})):
+            try:
+                self.session.post(self.base_url + path, json=body, timeout=5)
+            except requests.RequestException as exc:
+                log.warning("could not send %s for prompt %s: %s", path, prompt_id, type(exc).__name__)
+
+    def forget(self, prompt_id: str) -> None:
+        """Remove the prompt's history entry so a long-lived ComfyUI does not accumulate them."""
+        try:
+            self.session.post(self.base_url + "/history", json={"delete": [prompt_id]}, timeout=5)
+        except requests.RequestException:
+            log.debug("could not delete history of %s", prompt_id)
+
+    def download(self, output: OutputFile, target: Path) -> None:
+        """Stream an output file through ``/view`` (works whether or not we share ComfyUI's disk)."""
+        params = {"filename": output.filename, "subfolder": output.subfolder, "type": output.type}
+        response = self._request("GET", "/view", params=params, stream=True)
+        with response:
+            if response.status_code != 200:
+                raise ComfyError(f"ComfyUI could not serve its output {output.filename} (HTTP {response.status_code}).")
+            with open(target, "wb") as sink:
+                for chunk in response.iter_content(1 << 20):
+                    sink.write(chunk)
+
+    def _unreachable(self, what: str) -> str:
+        return f"ComfyUI at {self.base_url} is not answering ({what}).{self.log_tail()}"
+
+    def log_tail(self) -> str:
+        if not self.log_file or not self.log_file.is_file():
+            return ""
+        lines = self.log_file.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        return " Last lines of its log:\n" + "\n".join(lines) if lines else ""
+
+    # -- running a prompt ---------------------------------------------------------------------
+
+    def submit(self, graph: dict[str, Any], client_id: str, prompt_id: str) -> None:
+        response = self._request("POST", "/prompt", json={"prompt": graph, "client_id": client_id, "prompt_id": prompt_id})
+        body = _json_or_empty(response)
+        if response.status_code == 200 and body.get("node_errors"):
+            self.interrupt(prompt_id)  # queued with some outputs skipped: not the job that was asked for
+        if response.status_code == 400 or body.get("node_errors"):
+            raise ComfyError(describe_rejection(body))
+        if response.status_code != 200:
+            raise ComfyError(f"ComfyUI refused the prompt with HTTP {response.status_code}.")
+
+    def run_prompt(self, graph: dict[str, Any], output_node: str, *, prompt_id: str, deadline: float,
+                   cancel: threading.Event, on_progress: ProgressCallback | None = None) -> PromptResult:
+        """Submit and follow one prompt to its end; raise with ComfyUI's own words if it fails."""
+        watch = _PromptWatch(self, prompt_id, deadline, cancel, on_progress or (lambda _: None))
+        watch.connect()
+        try:
+            self.submit(graph, watch.client_id, prompt_id)
+            entry = watch.wait_for_history()
+        finally:
+            watch.close()
+        return _result_from_history(prompt_id, entry, output_node)
+
+
+class _PromptWatch:
+    """Follows one prompt: websocket when it works, ``/history`` polling when it does not."""
+
+    def __init__(self, client: ComfyClient, prompt_id: str, deadline: float, cancel: threading.Event,
+                 on_progress: ProgressCallback) -> None:
+        self.client, self.prompt_id, self.deadline, self.cancel = client, prompt_id, deadline, cancel
+        self.on_progress = on_progress
+        self.client_id = uuid.uuid4().hex
+        self.ws: websocket.WebSocket | None = None
+        self.last_connect_try = 0.0
+        self.last_poll = time.monotonic()
+        self.unreachable_since: float | None = None
+
+    def connect(self) -> None:
+        self.last_connect_try = time.monotonic()
+        url = _ws_url(self.client.base_url) + f"/ws?clientId={self.client_id}"
+        try:
+            self.ws = websocket.create_connection(url, timeout=min(10.0, self.client.http_timeout_s))
+            self.ws.settimeout(RECV_TICK_S)
+        except (OSError, websocket.WebSocketException) as exc:
+            log.warning("websocket to ComfyUI unavailable (%s); following prompt by polling", type(exc).__name__)
+            self.ws = None
+
+    def close(self) -> None:
+        if self.ws is not None:
+            try:
+                self.ws.close(timeout=1)
+            except (OSError, websocket.WebSocketException):
+                pass
+            self.ws = None
+
+    def wait_for_history(self) -> dict[str, Any]:
+        while True:
+            self._check_limits()
+            if self.ws is not None and self._read_socket():
+                return self._final_history()
+            if self.ws is None:
+                time.sleep(min(RECV_TICK_S, max(0.0, self.deadline - time.monotonic())))
+                if time.monotonic() - self.last_connect_try >= RECONNECT_EVERY_S:
+                    self.connect()
+            entry = self._poll_if_due()
+            if entry:
+                return entry
+
+    def _check_limits(self) -> None:
+        if self.cancel.is_set():
+            raise CancelledByCaller(self.prompt_id)
+        if time.monotonic() >= self.deadline:
+            self.client.interrupt(self.prompt_id)
+            raise JobTimeoutError("The job ran past its deadline; ComfyUI was told to stop it.")
+
+    def _read_socket(self) -> bool:
+        """Handle one frame; True once ComfyUI says our prompt is finished."""
+        try:
+            frame = self.ws.recv()
+        except websocket.WebSocketTimeoutException:
+            return False
+        except (OSError, websocket.WebSocketException) as exc:
+            log.warning("websocket to ComfyUI dropped (%s); polling /history", type(exc).__name__)
+            self.close()
+            return False
+        if not isinstance(frame, str) or not frame:
+            return False  # binary preview / progress_text frames
+        self.last_poll = time.monotonic()
+        return self._handle(json.loads(frame))
+
+    def _handle(self, message: dict[str, Any]) -> bool:
+        kind, data = message.get("type"), message.get("data") or {}
+        if data.get("prompt_id") != self.prompt_id:
+            return False
+        if kind == "executing" and data.get("node") is None:
+            return True
+        if kind == "progress":
+            self.on_progress({"stage": "generating", "node": data.get("node"), "value": data.get("value"),
+                              "max": data.get("max")})
+        elif kind == "executing":
+            self.on_progress({"stage": "running", "node": data.get("node")})
+        return False
+
+    def _poll_if_due(self) -> dict[str, Any]:
+        interval = RECV_TICK_S if self.ws is None else self.client.ws_idle_timeout_s
+        if time.monotonic() - self.last_poll < interval:
+            return {}
+        self.last_poll = time.monotonic()
+        try:
+            entry = self.client.history(self.prompt_id)
+            self.unreachable_since = None
+        except ComfyUnavailableError:
+            self.unreachable_since = self.unreachable_since or time.monotonic()
+            if time.monotonic() - self.unreachable_since >= UNREACHABLE_AFTER_S:
+                raise
+            return {}
+        return entry if _finished(entry) else {}
+
+    def _final_history(self) -> dict[str, Any]:
+        """History is written before the final message, but allow a short grace for slow disks."""
+        for _ in range(10):
+            entry = self.client.history(self.prompt_id)
+            if _finished(entry):
+                return entry
+            time.sleep(0.2)
+        raise ComfyError(f"ComfyUI reported prompt {self.prompt_id} finished but has no history for it.")
+
+
+def _finished(entry: dict[str, Any]) -> bool:
+    status = entry.get("status") or {}
+    return bool(entry) and (status.get("completed") or status.get("status_str") in ("success", "error"))
+
+
+def _result_from_history(prompt_id: str, entry: dict[str, Any], output_node: str) -> PromptResult:
+    status = entry.get("status") or {}
+    messages = {event: data for event, data in status.get("messages", [])}
+    if status.get("status_str") != "success":
+        raise ComfyError(describe_failure(messages))
+    node_output = (entry.get("outputs") or {}).get(output_node) or {}
+    files = [_output_file(item) for item in node_output.get("gifs", []) + node_output.get("images", [])]
+    if not files:
+        raise ComfyError(f"ComfyUI finished, but the output node {output_node} reported no video file.")
+    started, succeeded = messages.get("execution_start", {}), messages.get("execution_success", {})
+    execution_s = None
+    if "timestamp" in started and "timestamp" in succeeded:
+        execution_s = (succeeded["timestamp"] - started["timestamp"]) / 1000.0
+    return PromptResult(prompt_id, files, execution_s, entry)
+
+
+def _output_file(item: dict[str, Any]) -> OutputFile:
+    return OutputFile(item["filename"], item.get("subfolder", ""), item.get("type", "output"), item.get("fullpath"))
+
+
+def describe_rejection(body: dict[str, Any]) -> str:
+    """A 400 from /prompt in plain words: the top-level reason, then each node's errors."""
+    error = body.get("error") or {}
+    reason = error.get("message") or "the workflow failed validation" if isinstance(error, dict) else str(error)
+    parts = [f"ComfyUI refused the workflow: {reason}"]
+    if isinstance(error, dict) and error.get("details"):
+        parts[0] += f" ({error['details']})"
+    for node_id, node in (body.get("node_errors") or {}).items():
+        for problem in node.get("errors", []):
+            detail = problem.get("details") or problem.get("message", "")
+            parts.append(f"node {node_id} ({node.get('class_type', '?')}): {detail}")
+    return "; ".join(parts) + "."
+
+
+def describe_failure(messages: dict[str, dict[str, Any]]) -> str:
+    """What an unsuccessful history says: the failing node, its class and the exception."""
+    if "execution_error" in messages:
+        data = messages["execution_error"]
+        text = str(data.get("exception_message", "")).strip()
+        return (f"ComfyUI failed at node {data.get('node_id')} ({data.get('node_type')}): "
+                f"{data.get('exception_type', 'error')}: {text}")
+    if "execution_interrupted" in messages:
+        data = messages["execution_interrupted"]
+        return f"ComfyUI interrupted the job at node {data.get('node_id')} ({data.get('node_type')})."
+    return "ComfyUI ended the job with an error but did not say why."
+
+
+def _json_or_empty(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _ws_url(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def delete_output_files(files: list[OutputFile], file_stem: str, comfyui_dir: Path | None) -> None:
+    """Remove every file ComfyUI wrote for this job (video, silent copy, metadata PNG)."""
+    folders: set[Path] = set()
+    for output in files:
+        if output.fullpath and Path(output.fullpath).exists():
+            folders.add(Path(output.fullpath).parent)
+        elif comfyui_dir is not None:
+            folders.add(comfyui_dir / output.type / output.subfolder)
+    for folder in folders:
+        for path in folder.glob(f"{file_stem}_*"):
+            path.unlink(missing_ok=True)

@@ -1,0 +1,116 @@
+"""Output delivery: the finished MP4 as raw Base64, a file on the network volume, or an S3 link.
+
+A result too large for RunPod's response limit is never dropped: it goes to the volume or S3 when
+one is available and is otherwise a clear error. Keys that Engui Studio would mistake for the
+result (``s3_path``, ``output_path``, ``image_path``, ``image``, ``image_url``) never appear.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+
+from .config import Settings
+from .errors import DeliveryError
+from .request import JobRequest
+
+log = logging.getLogger(__name__)
+
+FORBIDDEN_KEYS = frozenset({"s3_path", "output_path", "image_path", "image", "image_url"})
+BASE64_READ_BYTES = 3 * (1 << 20)
+
+
+def video_metadata(path: Path) -> dict[str, Any]:
+    """What the caller can check without decoding the video: size, length, frames, rate."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            frames = stream.frames or sum(1 for _ in container.demux(stream) if _.size)
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            duration = container.duration / av.time_base if container.duration else frames / (fps or 25)
+            return {
+                "duration_s": round(duration, 3),
+                "frames": frames,
+                "fps": round(fps, 3),
+                "width": stream.codec_context.width,
+                "height": stream.codec_context.height,
+            }
+    except (av.FFmpegError, IndexError, OSError) as exc:
+        raise DeliveryError(f"ComfyUI's output is not a readable video ({type(exc).__name__}).") from None
+
+
+def volume_mounted(settings: Settings) -> bool:
+    return settings.volume_root.is_dir() and os.access(settings.volume_root, os.W_OK)
+
+
+def choose_destination(request: JobRequest, encoded_size: int, settings: Settings) -> str:
+    """Where the video goes: what was asked, or the volume/S3 when Base64 would be too large."""
+    asked = request.output or ("volume" if request.network_volume else "base64")
+    if asked == "volume" and not volume_mounted(settings):
+        raise DeliveryError(
+            f"output: the network volume was requested, but nothing writable is mounted at {settings.volume_root}."
+        )
+    if asked != "base64" or encoded_size <= settings.inline_output_limit_bytes:
+        return asked
+    if volume_mounted(settings):
+        return "volume"
+    if settings.s3_configured:
+        return "s3"
+    raise DeliveryError(
+        f"The video is {encoded_size / 1e6:.1f} MB as Base64, over the {settings.inline_output_limit_bytes / 1e6:.1f} MB "
+        "that RunPod can return inline; attach a network volume or set BUCKET_NAME, BUCKET_ACCESS_KEY_ID and "
+        "BUCKET_SECRET_ACCESS_KEY to receive large results."
+    )
+
+
+def deliver(video: Path, request: JobRequest, name: str, settings: Settings, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Hand the video back the way the request and the size allow, with the metadata beside it."""
+    encoded_size = (video.stat().st_size + 2) // 3 * 4
+    destination = choose_destination(request, encoded_size, settings)
+    started = time.monotonic()
+    if destination == "volume":
+        result = {"video_path": str(write_to_volume(video, name, settings))}
+    elif destination == "s3":
+        from .s3_delivery import upload_video
+
+        result = {"video_url": upload_video(video, f"{name}.mp4", settings)}
+    else:
+        result = {"video": encode_base64(video)}
+    timings = dict(metadata.get("timings", {}), delivery_s=round(time.monotonic() - started, 3))
+    result.update(metadata, timings=timings, delivered_as=destination)
+    leaked = FORBIDDEN_KEYS & result.keys()
+    if leaked:
+        raise AssertionError(f"delivery produced forbidden keys {sorted(leaked)}")
+    return result
+
+
+def encode_base64(video: Path) -> str:
+    """Raw Base64, no ``data:`` prefix (legacy clients decode it as is), built in chunks."""
+    parts = []
+    with open(video, "rb") as source:
+        while chunk := source.read(BASE64_READ_BYTES):
+            parts.append(base64.b64encode(chunk).decode("ascii"))
+    return "".join(parts)
+
+
+def write_to_volume(video: Path, name: str, settings: Settings) -> Path:
+    """Copy under a unique name, atomically: a reader never sees a partial file under the final name."""
+    final = settings.volume_root / f"{name}.mp4"
+    partial = final.with_name(f".{final.name}.part")
+    try:
+        with open(video, "rb") as source, open(partial, "wb") as sink:
+            shutil.copyfileobj(source, sink, 1 << 20)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(partial, final)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise DeliveryError(f"Writing the video to the network volume failed: {exc.strerror or exc}.") from None
+    return final

@@ -1,0 +1,205 @@
+"""Workflow graphs: pick one of four by job kind and write the request's values into it by role.
+
+Graphs are loaded and checked once at start; a job only copies one and patches it. Nodes are
+found by the ``role:<name>`` tokens in their titles (see ``roles.py``), never by id, so any set
+that carries the roles (the production four, the CPU smoke set, a user's own) runs unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import secrets
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Settings, load_settings
+from .errors import WorkerError, WorkflowError
+from .media import PreparedMedia, prepare_media
+from .request import JobRequest, parse_request
+from .roles import OUTPUT_ROLE, REQUIRED_ROLES, ROLE_INPUTS, roles_of
+
+log = logging.getLogger(__name__)
+
+FPS = 25
+WORKFLOW_FILES: dict[tuple[str, str], str] = {
+    ("image", "single"): "i2v_single.json",
+    ("image", "multi"): "i2v_multi.json",
+    ("video", "single"): "v2v_single.json",
+    ("video", "multi"): "v2v_multi.json",
+}
+# Request fields whose explicit value must land somewhere in the graph (others are always computed).
+REQUEST_VALUE_FIELDS = {
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
+    "seed": "seed",
+    "steps": "steps",
+    "cfg": "cfg",
+    "shift": "shift",
+    "audio_scale": "audio_scale",
+    "multi_audio_type": "multi_audio_type",
+    "speaker_boxes": "speaker_mask_1_file",
+}
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """One loaded graph with the index of which node carries which role."""
+
+    name: str
+    graph: dict[str, Any]
+    nodes_by_role: dict[str, list[str]]
+
+    @property
+    def output_node(self) -> str:
+        return self.nodes_by_role[OUTPUT_ROLE][0]
+
+
+def load_workflow(path: Path) -> Workflow:
+    """Read an API-format graph and index its roles, refusing roles the worker cannot write."""
+    try:
+        graph = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WorkflowError(f"Workflow {path} could not be read: {exc}") from None
+    if not isinstance(graph, dict) or not all(isinstance(n, dict) and "class_type" in n for n in graph.values()):
+        raise WorkflowError(f"Workflow {path} is not an API-format graph (every node needs a class_type).")
+    nodes_by_role: dict[str, list[str]] = {}
+    for node_id, node in graph.items():
+        for role in roles_of(node):
+            _check_role_target(path.name, node_id, node["class_type"], role)
+            nodes_by_role.setdefault(role, []).append(node_id)
+    outputs = nodes_by_role.get(OUTPUT_ROLE, [])
+    if len(outputs) > 1:
+        raise WorkflowError(f"Workflow {path.name} has {len(outputs)} nodes with role:output; exactly one is allowed.")
+    return Workflow(path.name, graph, nodes_by_role)
+
+
+def _check_role_target(name: str, node_id: str, class_type: str, role: str) -> None:
+    if role not in ROLE_INPUTS:
+        raise WorkflowError(f"Workflow {name}: node {node_id} carries unknown role:{role}.")
+    if class_type not in ROLE_INPUTS[role]:
+        accepted = ", ".join(sorted(ROLE_INPUTS[role]))
+        raise WorkflowError(
+            f"Workflow {name}: node {node_id} ({class_type}) carries role:{role}, "
+            f"which the worker can only write to {accepted}."
+        )
+
+
+def load_workflow_set(directory: Path) -> dict[tuple[str, str], Workflow]:
+    """Load all four graphs at start, so a broken file stops the worker before its first job."""
+    workflows = {}
+    for kind, file_name in WORKFLOW_FILES.items():
+        workflow = load_workflow(directory / file_name)
+        missing = [role for role in REQUIRED_ROLES[kind] if role not in workflow.nodes_by_role]
+        if missing:
+            raise WorkflowError(
+                f"Workflow {file_name} lacks the role(s) {', '.join(missing)} that a "
+                f"{kind[0]}/{kind[1]} job needs (mark the nodes with role:<name> in _meta.title)."
+            )
+        workflows[kind] = workflow
+    return workflows
+
+
+def frame_count(audio_seconds: list[float], multi_audio_type: str, max_frame: int | None) -> int:
+    """Frames at 25 fps covering the audio: longest track (para) or all in a row (add), capped."""
+    seconds = sum(audio_seconds) if multi_audio_type == "add" else max(audio_seconds)
+    frames = max(1, math.ceil(round(seconds * FPS, 6)))
+    return min(frames, max_frame) if max_frame else frames
+
+
+def patch_workflow(workflow: Workflow, values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """A copy of the graph with every value written where its role says.
+
+    ``explicit`` names the values the caller chose; such a value with no place in the graph is an
+    error (the caller would otherwise believe it took effect). Defaults without a place are skipped.
+    """
+    graph = copy.deepcopy(workflow.graph)
+    placed: set[str] = set()
+    for role, node_ids in workflow.nodes_by_role.items():
+        for node_id in node_ids:
+            node = graph[node_id]
+            for value_name, input_name in ROLE_INPUTS[role][node["class_type"]].items():
+                if values.get(value_name) is not None:
+                    node.setdefault("inputs", {})[input_name] = values[value_name]
+                    placed.add(value_name)
+    unplaced = sorted(name for name in explicit if name not in placed and values.get(name) is not None)
+    if unplaced:
+        raise WorkflowError(
+            f"Workflow {workflow.name} has no node that takes {', '.join(unplaced)}; "
+            "remove the key(s) from the request or use a workflow that supports them."
+        )
+    return graph
+
+
+def graph_values(request: JobRequest, media: PreparedMedia, seed: int, filename_prefix: str) -> dict[str, Any]:
+    """Every value a graph may take for this job, keyed by the names ``ROLE_INPUTS`` uses."""
+    width, height = request.rounded_size
+    audio = [media.audio_seconds[slot] for slot in ("audio_1", "audio_2") if slot in media.audio_seconds]
+    multi = request.person_count == "multi"
+    values: dict[str, Any] = {f"{slot}_file": str(path) for slot, path in media.files.items()}
+    values.update(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        width=width,
+        height=height,
+        num_frames=frame_count(audio, request.multi_audio_type, request.max_frame),
+        seed=seed,
+        steps=request.steps,
+        cfg=request.cfg,
+        shift=request.shift,
+        audio_scale=request.audio_scale,
+        multi_audio_type=request.multi_audio_type if multi else None,
+        force_offload=request.force_offload,
+        filename_prefix=filename_prefix,
+    )
+    return values
+
+
+def explicit_values(request: JobRequest) -> set[str]:
+    """Value names the caller chose explicitly (single-speaker jobs ignore the multi-only keys)."""
+    multi_only = set() if request.person_count == "multi" else {"multi_audio_type", "speaker_boxes"}
+    return {REQUEST_VALUE_FIELDS[f] for f in request.explicit_fields if f in REQUEST_VALUE_FIELDS and f not in multi_only}
+
+
+def new_seed() -> int:
+    """A random seed that survives a round trip through JavaScript numbers."""
+    return secrets.randbelow(2**32)
+
+
+def render_request(raw_input: dict[str, Any], settings: Settings, job_dir: Path | None = None) -> dict[str, Any]:
+    """The exact graph the worker would submit for a job input (its media files stay in ``job_dir``)."""
+    request = parse_request(raw_input, settings.max_prompt_chars)
+    workflow = load_workflow_set(settings.workflow_dir)[request.kind]
+    job_dir = job_dir or Path(tempfile.mkdtemp(prefix="infinitetalk-render-"))
+    media = prepare_media(request, job_dir, settings)
+    seed = request.seed if request.seed is not None else new_seed()
+    values = graph_values(request, media, seed, f"infinitetalk/render-{seed}")
+    return patch_workflow(workflow, values, explicit_values(request))
+
+
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("render", help="print the exact graph the worker would submit for a request")
+    parser.add_argument("request", type=Path, help="a JSON file: the job input, or {'input': {...}}")
+    parser.set_defaults(func=_render_command)
+
+
+def _render_command(args: argparse.Namespace) -> int:
+    document = json.loads(args.request.read_text())
+    raw_input = document.get("input", document) if isinstance(document, dict) else document
+    job_dir = Path(tempfile.mkdtemp(prefix="infinitetalk-render-"))
+    try:
+        graph = render_request(raw_input, load_settings(), job_dir)
+    except WorkerError as exc:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    sys.stdout.write(json.dumps(graph, indent=1) + "\n")
+    sys.stderr.write(f"(derived media files kept in {job_dir})\n")
+    return 0
