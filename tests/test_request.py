@@ -1,0 +1,97 @@
+"""The request model: the original worker's keys and defaults, strict checks, English errors naming fields."""
+
+from __future__ import annotations
+
+import pytest
+
+from infinitetalk_worker.errors import InputError
+from infinitetalk_worker.request import DEFAULT_PROMPT, parse_request
+
+BASE = {"image_path": "/runpod-volume/face.png", "wav_path": "/runpod-volume/voice.wav"}
+
+
+def parse(**changes):
+    return parse_request({**BASE, **changes}, max_prompt_chars=100)
+
+
+def test_defaults_match_the_original_worker():
+    request = parse()
+    assert (request.input_type, request.person_count, request.prompt) == ("image", "single", DEFAULT_PROMPT)
+    assert (request.width, request.height, request.force_offload, request.network_volume) == (512, 512, True, False)
+    assert request.seed is None and request.output is None
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("input_type", "vid", "input_type: 'vid' is not allowed; it must be 'image' or 'video'."),
+    ("person_count", "three", "person_count: 'three' is not allowed; it must be 'single' or 'multi'."),
+    ("width", 5000, "width: 5000 is out of range; it must be less than or equal to 1920."),
+    ("height", "tall", "height: must be a whole number."),
+    ("width", True, "width: must be a whole number, not a boolean."),
+    ("force_offload", "no", 'force_offload: must be true or false (a JSON boolean or the string "true"/"false").'),
+    ("network_volume", 1, 'network_volume: must be true or false (a JSON boolean or the string "true"/"false").'),
+    ("seed", -1, "seed: -1 is out of range; it must be greater than or equal to 0."),
+    ("cfg", "lots", "cfg: must be a number."),
+    ("output", "email", "output: 'email' is not allowed; it must be 'base64', 'volume' or 's3'."),
+])
+def test_each_violation_is_one_sentence_naming_the_field(field, value, message):
+    with pytest.raises(InputError) as caught:
+        parse(**{field: value})
+    assert str(caught.value) == message
+    assert caught.value.field == field
+
+
+def test_string_booleans_are_read_as_written():
+    assert parse(force_offload="false").force_offload is False
+    assert parse(network_volume="true").network_volume is True
+
+
+def test_sizes_round_to_the_16_pixel_grid_and_digit_strings_are_numbers():
+    assert parse(width=650, height="641").rounded_size == (656, 640)
+
+
+def test_missing_required_inputs_name_the_accepted_keys():
+    with pytest.raises(InputError, match="^wav_path: one of wav_path, wav_url or wav_base64 is required"):
+        parse_request({"image_path": "/x.png"}, 100)
+    with pytest.raises(InputError, match="^video_path: .* required when input_type is 'video'"):
+        parse(input_type="video")
+    with pytest.raises(InputError, match="^wav_path_2: .* required when person_count is 'multi'"):
+        parse(person_count="multi")
+
+
+def test_blank_sources_count_as_missing_never_as_a_fallback():
+    with pytest.raises(InputError, match="^image_path: one of"):
+        parse(image_path="  ")
+
+
+def test_two_sources_for_one_slot_is_an_error():
+    with pytest.raises(InputError, match="give exactly one of image_path, image_url, image_base64, not image_path and image_base64"):
+        parse(image_base64="aGVsbG8=")
+
+
+def test_speaker_boxes_are_checked():
+    boxes = [[0, 0, 0.5, 1], [0.5, 0, 1, 1]]
+    assert parse(person_count="multi", wav_path_2="/v2.wav", speaker_boxes=boxes).speaker_boxes[1] == (0.5, 0, 1, 1)
+    with pytest.raises(InputError, match="speaker_boxes: box 1 must have coordinates between 0 and 1"):
+        parse(speaker_boxes=[[0, 0, 1.5, 1], [0, 0, 1, 1]])
+    with pytest.raises(InputError, match="^speaker_boxes"):
+        parse(speaker_boxes=[[0, 0, 1, 1]])
+
+
+def test_prompt_limit_and_control_characters():
+    assert parse(prompt="a\x00b\tc").prompt == "a b\tc"
+    with pytest.raises(InputError, match="prompt: is 101 characters long; the limit is 100."):
+        parse(prompt="x" * 101)
+
+
+def test_unknown_and_unused_keys_come_back_as_warnings():
+    request = parse(imagepath="/typo.png", video_url="http://x/v.mp4", multi_audio_type="add")
+    assert request.warnings() == [
+        "Unknown key 'imagepath' was ignored.",
+        "video_url was ignored: this job does not use a video input.",
+        "multi_audio_type was ignored: it applies to two-speaker jobs only.",
+    ]
+
+
+def test_input_must_be_an_object():
+    with pytest.raises(InputError, match="^input: the job input must be a JSON object."):
+        parse_request(["image_path"], 100)
