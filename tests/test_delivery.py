@@ -1,0 +1,94 @@
+"""Output delivery: raw Base64 by default, the volume when asked or when too large, never a silent drop."""
+
+from __future__ import annotations
+
+import base64
+import errno
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from infinitetalk_worker.config import Settings
+from infinitetalk_worker.delivery import FORBIDDEN_KEYS, deliver, video_metadata, write_to_volume
+from infinitetalk_worker.errors import DeliveryError
+from infinitetalk_worker.request import parse_request
+from media_factory import make_video
+
+META = {"seed": 3, "workflow": "i2v_single.json", "timings": {"inputs_s": 0.1}}
+
+
+def request(**extra):
+    return parse_request({"image_path": "/a.png", "wav_path": "/b.wav", **extra}, 100)
+
+
+@pytest.fixture
+def video(tmp_path) -> Path:
+    return make_video(tmp_path / "out.mp4", 1.0, (64, 48), with_audio=True)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(volume_root=tmp_path / "no-volume", job_root=tmp_path / "jobs")
+
+
+def test_default_is_raw_base64_with_metadata(video, settings):
+    result = deliver(video, request(), "name1", settings, META)
+    assert base64.b64decode(result["video"], validate=True) == video.read_bytes()
+    assert not result["video"].startswith("data:")
+    assert result["seed"] == 3 and result["delivered_as"] == "base64"
+    assert "delivery_s" in result["timings"]
+    assert not FORBIDDEN_KEYS & result.keys()
+
+
+def test_metadata_describes_the_real_video(video):
+    meta = video_metadata(video)
+    assert (meta["width"], meta["height"], meta["frames"], meta["fps"]) == (64, 48, 25, 25.0)
+    assert meta["duration_s"] == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize("extra", [{"network_volume": True}, {"output": "volume"}, {"network_volume": "true"}])
+def test_volume_delivery_writes_a_unique_file(video, settings, tmp_path, extra):
+    volume = tmp_path / "runpod-volume"
+    volume.mkdir()
+    result = deliver(video, request(**extra), "20260101-job-abc", replace(settings, volume_root=volume), META)
+    assert result["video_path"] == str(volume / "20260101-job-abc.mp4")
+    assert Path(result["video_path"]).read_bytes() == video.read_bytes()
+    assert "video" not in result and list(volume.iterdir()) == [volume / "20260101-job-abc.mp4"]
+
+
+def test_volume_requested_but_absent_is_an_error(video, settings):
+    with pytest.raises(DeliveryError, match="output: the network volume was requested, but nothing writable is mounted"):
+        deliver(video, request(network_volume=True), "n", settings, META)
+
+
+def test_too_large_for_inline_goes_to_the_volume_when_there_is_one(video, settings, tmp_path):
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    small = replace(settings, volume_root=volume, inline_output_limit_bytes=100)
+    result = deliver(video, request(), "big", small, META)
+    assert result["delivered_as"] == "volume" and Path(result["video_path"]).is_file()
+
+
+def test_too_large_with_nowhere_to_put_it_is_a_clear_error(video, settings):
+    with pytest.raises(DeliveryError, match="over the 0.0 MB that RunPod can return inline; attach a network volume"):
+        deliver(video, request(), "big", replace(settings, inline_output_limit_bytes=100), META)
+
+
+def test_volume_full_leaves_no_partial_file_under_the_final_name(video, settings, tmp_path, monkeypatch):
+    volume = tmp_path / "vol"
+    volume.mkdir()
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full_disk)
+    with pytest.raises(DeliveryError, match="Writing the video to the network volume failed: No space left on device"):
+        write_to_volume(video, "job", replace(settings, volume_root=volume))
+    assert list(volume.iterdir()) == []
+
+
+def test_unreadable_output_is_reported(tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    with pytest.raises(DeliveryError, match="not a readable video"):
+        video_metadata(tmp_path / "bad.mp4")
