@@ -33,8 +33,8 @@ def _runpod_sender(job: dict[str, Any], payload: Any) -> None:
 class ProgressReporter:
     """Turns ComfyUI events into throttled ``progress_update`` calls for one job."""
 
-    def __init__(self, job: dict[str, Any], interval_s: float, send: Sender = _runpod_sender) -> None:
-        self.job, self.interval_s, self.send = job, interval_s, send
+    def __init__(self, job: dict[str, Any], interval_s: float, send: Sender | None = None) -> None:
+        self.job, self.interval_s, self.send = job, interval_s, send or _runpod_sender
         self.node_classes: dict[str, str] = {}
         self.sampler_steps: int | None = None
         self.last_payload: dict[str, Any] | None = None
