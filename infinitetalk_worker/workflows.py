@@ -35,7 +35,8 @@ WORKFLOW_FILES: dict[tuple[str, str], str] = {
     ("video", "single"): "v2v_single.json",
     ("video", "multi"): "v2v_multi.json",
 }
-# Request fields whose explicit value must land somewhere in the graph (others are always computed).
+# Request fields whose explicit value must land somewhere in the graph. Others are consumed by the
+# worker itself: sizes, frames and files always have roles, and multi_audio_type shapes the soundtrack.
 REQUEST_VALUE_FIELDS = {
     "prompt": "prompt",
     "negative_prompt": "negative_prompt",
@@ -44,7 +45,6 @@ REQUEST_VALUE_FIELDS = {
     "cfg": "cfg",
     "shift": "shift",
     "audio_scale": "audio_scale",
-    "multi_audio_type": "multi_audio_type",
     "speaker_boxes": "speaker_mask_1_file",
 }
 

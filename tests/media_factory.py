@@ -92,12 +92,12 @@ def probe(path: Path) -> dict:
     """Size, frames, fps and audio length of an MP4, decoded for real."""
     with av.open(str(path)) as container:
         video = container.streams.video[0]
-        frames = sum(1 for _ in container.decode(video))
+        facts = {"width": video.codec_context.width, "height": video.codec_context.height,
+                 "fps": float(video.average_rate or video.guessed_rate), "audio_seconds": None}
+        facts["frames"] = sum(1 for _ in container.decode(video))
     with av.open(str(path)) as container:
-        audio_seconds = None
         if container.streams.audio:
             stream = container.streams.audio[0]
             samples = sum(frame.samples for frame in container.decode(stream))
-            audio_seconds = samples / stream.rate
-    return {"width": video.codec_context.width, "height": video.codec_context.height, "frames": frames,
-            "fps": float(video.average_rate), "audio_seconds": audio_seconds}
+            facts["audio_seconds"] = samples / stream.rate
+    return facts
