@@ -1,0 +1,30 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from fake_comfyui import FakeComfyUI
+
+
+# -- fake ComfyUI ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_comfy_object_info() -> Path | None:
+    """The /object_info file the fake serves and validates against; override in a test module to change it."""
+    return None  # shared/comfyui/object_info.json
+
+
+@pytest.fixture
+def fake_comfy(tmp_path: Path, fake_comfy_object_info: Path | None) -> Iterator[FakeComfyUI]:
+    """A fake ComfyUI on 127.0.0.1 (free port) with its input/, output/ and temp/ under tmp_path/comfyui."""
+    server = FakeComfyUI(tmp_path / "comfyui", object_info_path=fake_comfy_object_info)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
