@@ -1,0 +1,346 @@
+"""The shipped workflow files: valid against the lock, wired as designed, and valid once rendered for requests."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from infinitetalk_worker.config import REPO_ROOT, load_settings
+from infinitetalk_worker.node_lock import (
+    DEFAULT_LOCK_PATH,
+    DEFAULT_MANIFEST_PATH,
+    load_lock,
+    load_model_index,
+    output_nodes,
+    unreachable_nodes,
+    validate_graph,
+)
+from infinitetalk_worker.roles import REQUIRED_ROLES, ROLE_INPUTS, roles_of
+
+try:
+    from infinitetalk_worker.workflows import render_request
+except ImportError:  # pragma: no cover - the lead's module may lag behind
+    render_request = None
+
+WORKFLOWS = REPO_ROOT / "workflows"
+SMOKE = WORKFLOWS / "smoke"
+KINDS = {
+    "i2v_single.json": ("image", "single"),
+    "i2v_multi.json": ("image", "multi"),
+    "v2v_single.json": ("video", "single"),
+    "v2v_multi.json": ("video", "multi"),
+}
+LOCK = load_lock(DEFAULT_LOCK_PATH)
+MODELS = load_model_index(DEFAULT_MANIFEST_PATH)
+
+
+def load(name: str, directory: Path = WORKFLOWS) -> dict:
+    return json.loads((directory / name).read_text())
+
+
+def only(graph: dict, class_type: str) -> tuple[str, dict]:
+    found = [(node_id, node) for node_id, node in graph.items() if node["class_type"] == class_type]
+    assert len(found) == 1, f"expected exactly one {class_type}, found {len(found)}"
+    return found[0]
+
+
+def with_role(graph: dict, role: str) -> list[tuple[str, dict]]:
+    return [(node_id, node) for node_id, node in graph.items() if role in roles_of(node)]
+
+
+def source(graph: dict, link: list) -> dict:
+    assert isinstance(link, list), f"expected a link, got {link!r}"
+    return graph[link[0]]
+
+
+production = pytest.mark.parametrize("name", sorted(KINDS))
+
+
+# ---------------------------------------------------------------- validity
+
+
+@production
+def test_production_workflow_is_valid_against_the_lock_and_manifest(name):
+    assert [str(p) for p in validate_graph(load(name), LOCK, MODELS, name)] == []
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_smoke_workflow_is_valid_against_the_lock(name):
+    if not (SMOKE / name).is_file():
+        pytest.skip(f"{SMOKE / name} is not written yet")
+    assert [str(p) for p in validate_graph(load(name, SMOKE), LOCK, MODELS, f"smoke/{name}")] == []
+
+
+@production
+def test_exactly_one_output_node_the_video_and_no_dead_nodes(name):
+    graph = load(name)
+    outputs = output_nodes(graph, LOCK)
+    assert len(outputs) == 1
+    assert graph[outputs[0]]["class_type"] == "VHS_VideoCombine" and "output" in roles_of(graph[outputs[0]])
+    assert unreachable_nodes(graph, LOCK) == []
+
+
+@production
+def test_roles_the_worker_needs_are_present_on_nodes_it_can_write(name):
+    graph = load(name)
+    present = {role for node in graph.values() for role in roles_of(node)}
+    assert set(REQUIRED_ROLES[KINDS[name]]) <= present
+    for node in graph.values():
+        for role in roles_of(node):
+            assert node["class_type"] in ROLE_INPUTS[role], f"role:{role} on {node['class_type']}"
+    for role in ("prompt", "sampler", "audio_embeds", "image_embeds"):
+        assert len(with_role(graph, role)) == 1, role
+
+
+# ---------------------------------------------------------------- what the original graphs got wrong
+
+
+@production
+def test_wav2vec_is_loaded_from_a_local_file(name):
+    graph = load(name)
+    assert not any(node["class_type"] == "DownloadAndLoadWav2VecModel" for node in graph.values())
+    _, embeds = only(graph, "MultiTalkWav2VecEmbeds")
+    loader = source(graph, embeds["inputs"]["wav2vec_model"])
+    assert loader["class_type"] == "Wav2VecModelLoader"
+    assert ("wav2vec2", loader["inputs"]["model"]) in MODELS
+
+
+@production
+def test_25_fps_throughout(name):
+    graph = load(name)
+    assert only(graph, "VHS_VideoCombine")[1]["inputs"]["frame_rate"] == 25
+    assert only(graph, "MultiTalkWav2VecEmbeds")[1]["inputs"]["fps"] == 25
+    for node in graph.values():
+        if node["class_type"] == "VHS_LoadVideo":
+            assert node["inputs"]["force_rate"] == 25
+
+
+@production
+def test_soundtrack_is_the_users_own_audio(name):
+    graph = load(name)
+    _, combine = only(graph, "VHS_VideoCombine")
+    soundtrack = source(graph, combine["inputs"]["audio"])
+    assert soundtrack["class_type"] == "LoadAudio"
+    expected_role = "soundtrack" if KINDS[name][1] == "multi" else "audio_1"
+    assert expected_role in roles_of(soundtrack)
+
+
+@production
+def test_frames_are_trimmed_to_the_audio_in_the_graph(name):
+    graph = load(name)
+    _, combine = only(graph, "VHS_VideoCombine")
+    trim = source(graph, combine["inputs"]["images"])
+    embeds_id, _ = only(graph, "MultiTalkWav2VecEmbeds")
+    assert trim["class_type"] == "GetImageRangeFromBatch"
+    assert trim["inputs"]["start_index"] == 0 and trim["inputs"]["num_frames"] == [embeds_id, 2]
+    assert source(graph, trim["inputs"]["images"])["class_type"] == "WanVideoDecode"
+    assert combine["inputs"]["format"] == "video/h264-mp4" and combine["inputs"]["pix_fmt"] == "yuv420p"
+    assert combine["inputs"]["crf"] == 19 and combine["inputs"]["save_output"] is True
+
+
+@production
+def test_num_frames_role_drives_the_embeddings_and_caps_the_source_video(name):
+    graph = load(name)
+    targets = {node["class_type"] for _, node in with_role(graph, "num_frames")}
+    expected = {"MultiTalkWav2VecEmbeds"} | ({"VHS_LoadVideo"} if KINDS[name][0] == "video" else set())
+    assert targets == expected
+
+
+@production
+def test_model_files_are_fp8_scaled_e4m3fn_and_match_each_other(name):
+    graph = load(name)
+    _, loader = only(graph, "WanVideoModelLoader")
+    assert loader["inputs"]["quantization"] == "fp8_e4m3fn_scaled"
+    assert "fp8_e4m3fn_scaled" in loader["inputs"]["model"] and "480p" in loader["inputs"]["model"]
+    talk = source(graph, loader["inputs"]["multitalk_model"])["inputs"]["model"]
+    assert "fp8_e4m3fn_scaled" in talk and "infinite" in talk.lower()
+    assert ("Multi" in talk) == (KINDS[name][1] == "multi") and ("Single" in talk) == (KINDS[name][1] == "single")
+    lora = source(graph, loader["inputs"]["lora"])
+    assert lora["inputs"]["merge_loras"] is False  # scaled fp8 weights cannot take a merged LoRA
+
+
+@production
+def test_distilled_lora_defaults(name):
+    graph = load(name)
+    video = KINDS[name][0] == "video"
+    _, sampler = only(graph, "WanVideoSampler")
+    inputs = sampler["inputs"]
+    assert (inputs["cfg"], inputs["shift"], inputs["scheduler"]) == (1.0, 11.0, "dpm++_sde")
+    assert inputs["steps"] == (4 if video else 6)
+    assert inputs["start_step"] == (2 if video else 0) and inputs["add_noise_to_samples"] is video
+    assert ("samples" in inputs) is video
+    if video:
+        assert source(graph, inputs["samples"])["class_type"] == "WanVideoEncode"
+    _, embeds = only(graph, "MultiTalkWav2VecEmbeds")
+    assert embeds["inputs"]["audio_scale"] == (1.5 if video else 1.0) and embeds["inputs"]["audio_cfg_scale"] == 1.0
+    _, windows = only(graph, "WanVideoImageToVideoMultiTalk")
+    assert (windows["inputs"]["frame_window_size"], windows["inputs"]["motion_frame"]) == (81, 9)
+    assert windows["inputs"]["mode"] == "infinitetalk"
+
+
+@pytest.mark.parametrize("name", ["i2v_multi.json", "v2v_multi.json"])
+def test_two_speakers_get_their_own_audio_and_region_masks(name):
+    graph = load(name)
+    _, embeds = only(graph, "MultiTalkWav2VecEmbeds")
+    for slot in ("audio_1", "audio_2"):
+        separated = source(graph, embeds["inputs"][slot])
+        assert separated["class_type"] == "MelBandRoFormerSampler"
+        assert slot in roles_of(source(graph, separated["inputs"]["audio"]))
+    batch = source(graph, embeds["inputs"]["ref_target_masks"])
+    assert batch["class_type"] == "MaskBatchMulti" and batch["inputs"]["inputcount"] == 3
+    for index, role in enumerate(("speaker_mask_1", "speaker_mask_2", "speaker_mask_background"), start=1):
+        mask = source(graph, batch["inputs"][f"mask_{index}"])
+        assert mask["class_type"] == "LoadImageMask" and role in roles_of(mask)
+        assert mask["inputs"]["channel"] == "red"
+
+
+@pytest.mark.parametrize("name", ["i2v_single.json", "v2v_single.json"])
+def test_one_speaker_has_no_second_voice_or_masks(name):
+    graph = load(name)
+    _, embeds = only(graph, "MultiTalkWav2VecEmbeds")
+    assert "audio_2" not in embeds["inputs"] and "ref_target_masks" not in embeds["inputs"]
+
+
+def test_manifest_lists_exactly_the_model_files_the_workflows_name():
+    named = set()
+    for name in KINDS:
+        for node in load(name).values():
+            for input_name, spec in LOCK["classes"][node["class_type"]]["inputs"].items():
+                if spec.get("model_folders") and input_name in node["inputs"]:
+                    folder = next(f for f in spec["model_folders"] if (f, node["inputs"][input_name]) in MODELS)
+                    named.add((folder, node["inputs"][input_name]))
+    assert named == MODELS
+    rows = json.loads(DEFAULT_MANIFEST_PATH.read_text())
+    assert all(row["url"].startswith("https://huggingface.co/") and row["url"].endswith("/" + row["file"])
+               for row in rows)
+
+
+# ---------------------------------------------------------------- rendered for requests
+
+
+def _image(path: Path) -> Path:
+    Image.new("RGB", (320, 240), (180, 150, 130)).save(path)
+    return path
+
+
+def _wav(path: Path, seconds: float, frequency: float) -> Path:
+    t = np.arange(int(seconds * 16000)) / 16000
+    with wave.open(str(path), "wb") as sink:
+        sink.setnchannels(1)
+        sink.setsampwidth(2)
+        sink.setframerate(16000)
+        sink.writeframes((0.3 * np.sin(2 * np.pi * frequency * t) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def _video(path: Path, seconds: float = 1.0) -> Path:
+    with av.open(str(path), "w") as output:
+        stream = output.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(int(seconds * 25)):
+            frame = np.full((48, 64, 3), index * 9 % 255, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode(None):
+            output.mux(packet)
+    return path
+
+
+OPTIONS = {
+    "seed": 1234, "steps": 8, "cfg": 2.5, "shift": 7.0, "audio_scale": 1.2,
+    "negative_prompt": "blurry", "prompt": "A woman explains something", "width": 640, "height": 368,
+    "max_frame": 30,
+}
+SMOKE_ACCEPTS = {"seed", "prompt", "width", "height", "max_frame", "speaker_boxes"}
+MULTI_OPTIONS = {"speaker_boxes": [[0.0, 0.1, 0.4, 1.0], [0.6, 0.1, 1.0, 1.0]], "multi_audio_type": "add"}
+CASES = [
+    (kind, people, extra)
+    for kind in ("image", "video")
+    for people in ("single", "multi")
+    for extra in ({}, OPTIONS) + (({**OPTIONS, **MULTI_OPTIONS}, {"multi_audio_type": "add"}) if people == "multi" else ())
+]
+
+
+@pytest.fixture
+def media(tmp_path):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    return {
+        "image_path": str(_image(folder / "portrait.png")),
+        "video_path": str(_video(folder / "source.mp4")),
+        "wav_path": str(_wav(folder / "speech_1.wav", 0.8, 220.0)),
+        "wav_path_2": str(_wav(folder / "speech_2.wav", 0.6, 330.0)),
+    }
+
+
+@pytest.mark.skipif(render_request is None, reason="infinitetalk_worker.workflows.render_request is not available yet")
+@pytest.mark.parametrize("workflow_dir", [WORKFLOWS, SMOKE], ids=["production", "smoke"])
+@pytest.mark.parametrize("kind, people, extra", CASES,
+                         ids=[f"{k}-{p}-{'+'.join(sorted(e)) or 'defaults'}" for k, p, e in CASES])
+def test_rendered_graph_is_valid(tmp_path, media, workflow_dir, kind, people, extra):
+    if not all((workflow_dir / name).is_file() for name in KINDS):
+        pytest.skip(f"{workflow_dir} does not hold all four workflows yet")
+    if workflow_dir == SMOKE:  # the CPU stand-ins have no sampler settings and refuse them by design
+        extra = {key: value for key, value in extra.items() if key in SMOKE_ACCEPTS}
+    raw = {"input_type": kind, "person_count": people, "wav_path": media["wav_path"], **extra}
+    raw[f"{kind}_path"] = media[f"{kind}_path"]
+    if people == "multi":
+        raw["wav_path_2"] = media["wav_path_2"]
+    settings = load_settings({"ALLOWED_INPUT_ROOTS": str(tmp_path), "WORKFLOW_DIR": str(workflow_dir)})
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+
+    graph = render_request(raw, settings, job_dir)
+
+    assert [str(p) for p in validate_graph(graph, LOCK, MODELS, "rendered")] == []
+    if workflow_dir == WORKFLOWS:
+        _check_rendered_values(graph, raw)
+
+
+def _check_rendered_values(graph: dict, raw: dict) -> None:
+    _, sampler = only(graph, "WanVideoSampler")
+    _, embeds = only(graph, "MultiTalkWav2VecEmbeds")
+    for key in ("seed", "steps", "cfg", "shift"):
+        if key in raw:
+            assert sampler["inputs"][key] == raw[key]
+    if "audio_scale" in raw:
+        assert embeds["inputs"]["audio_scale"] == raw["audio_scale"]
+    if "multi_audio_type" in raw:
+        assert embeds["inputs"]["multi_audio_type"] == raw["multi_audio_type"]
+    seconds = 0.8 + 0.6 if raw.get("multi_audio_type") == "add" else 0.8
+    assert embeds["inputs"]["num_frames"] == min(round(seconds * 25), raw.get("max_frame", 10**6))
+    width, height = raw.get("width", 512), raw.get("height", 512)
+    for _, mask in with_role(graph, "speaker_mask_1") + with_role(graph, "speaker_mask_background"):
+        with Image.open(mask["inputs"]["image"]) as image:
+            assert image.size == (width, height)
+
+
+def _token_cells_covered(path: str, width: int, height: int) -> int:
+    """White cells of a speaker mask once shrunk (nearest) to the model's 16×16-pixel token grid."""
+    with Image.open(path) as image:
+        grid = image.convert("L").resize((width // 16, height // 16), Image.NEAREST)
+        return int(np.count_nonzero(np.asarray(grid)))
+
+
+@pytest.mark.skipif(render_request is None, reason="infinitetalk_worker.workflows.render_request is not available yet")
+@pytest.mark.parametrize("boxes", [
+    pytest.param(None, id="default-boxes"),
+    pytest.param([[0.05, 0.1, 0.45, 0.9], [0.55, 0.1, 0.95, 0.9]], id="inset-boxes"),
+])
+def test_every_speaker_region_mask_covers_at_least_one_token_cell(tmp_path, media, boxes):
+    raw = {"input_type": "image", "person_count": "multi", "image_path": media["image_path"],
+           "wav_path": media["wav_path"], "wav_path_2": media["wav_path_2"], "width": 512, "height": 512}
+    if boxes:
+        raw["speaker_boxes"] = boxes
+    settings = load_settings({"ALLOWED_INPUT_ROOTS": str(tmp_path), "WORKFLOW_DIR": str(WORKFLOWS)})
+    (tmp_path / "job").mkdir()
+    graph = render_request(raw, settings, tmp_path / "job")
+    for role in ("speaker_mask_1", "speaker_mask_2", "speaker_mask_background"):
+        (_, mask), = with_role(graph, role)
+        assert _token_cells_covered(mask["inputs"]["image"], 512, 512) > 0, role
