@@ -54,7 +54,7 @@ except ModuleNotFoundError:  # run as a script from anywhere
 log = logging.getLogger("fake_comfyui")
 
 COMFYUI_VERSION = "0.3.64"
-DEFAULT_OBJECT_INFO = REPO_ROOT.parent / "shared" / "comfyui" / "object_info.json"
+DEFAULT_OBJECT_INFO = REPO_ROOT / "tests" / "data" / "comfyui" / "object_info.json"
 
 SCENARIOS: dict[str, str] = {
     "success_vhs": "run the graph and render its output (default)",

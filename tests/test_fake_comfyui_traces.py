@@ -31,7 +31,7 @@ from PIL import Image
 
 from fake_comfyui import FakeComfyUI
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "comfyui"
+SHARED = Path(__file__).resolve().parent / "data" / "comfyui"
 TRACES = SHARED / "traces"
 TIMEOUT = 15
 
