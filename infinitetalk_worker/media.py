@@ -42,7 +42,9 @@ SOUNDTRACK_RATE = 48000
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpg", "GIF": "gif"}
 DATA_URI_FAMILIES = {"image": ("image",), "video": ("video", "image/gif"), "audio": ("audio", "video")}
 URLSAFE_ALPHABET = str.maketrans("-_", "+/")
-DEFAULT_SPEAKER_BOXES = ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0))
+# Left and right half, inset as the model authors do: a region (or the background) with no area
+# makes kijai's masked attention divide by zero, and then no face follows its voice.
+DEFAULT_SPEAKER_BOXES = ((0.05, 0.1, 0.45, 0.9), (0.55, 0.1, 0.95, 0.9))
 
 
 @dataclass

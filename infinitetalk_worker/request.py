@@ -26,6 +26,7 @@ SIZE_MULTIPLE = 16
 MIN_SIZE, MAX_SIZE = 128, 1920
 MAX_FRAMES = 10000
 MAX_SEED = 2**64 - 1
+V2V_MIN_STEPS = 3
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 SLOTS: dict[str, tuple[str, str, str]] = {
@@ -141,6 +142,26 @@ class JobRequest(BaseModel):
         return boxes
 
     @model_validator(mode="after")
+    def _check_regions(self) -> "JobRequest":
+        """Each region and the background must cover a latent cell (16x16 px), or attention gets NaN."""
+        if self.speaker_boxes is None:
+            return self
+        cells = _latent_cells(self.rounded_size)
+        inside = [{c for c in cells if _contains(box, c)} for box in self.speaker_boxes]
+        for index, covered in enumerate(inside, start=1):
+            if not covered:
+                raise InputError("speaker_boxes", f"box {index} is too small: it must cover at least one 16x16-pixel cell of the {self.rounded_size[0]}x{self.rounded_size[1]} output.")
+        if not cells - inside[0] - inside[1]:
+            raise InputError("speaker_boxes", "the two boxes cover the whole picture; leave some background outside them.")
+        return self
+
+    @model_validator(mode="after")
+    def _check_video_steps(self) -> "JobRequest":
+        if self.input_type == "video" and self.steps is not None and self.steps < V2V_MIN_STEPS:
+            raise InputError("steps", f"must be at least {V2V_MIN_STEPS} for video input (re-sampling a video starts at step 2).")
+        return self
+
+    @model_validator(mode="after")
     def _check_sources(self) -> "JobRequest":
         for slot in self.needed_slots():
             given = self.sources_given(slot)
@@ -199,6 +220,17 @@ class JobRequest(BaseModel):
             multi_only = sorted({"multi_audio_type", "speaker_boxes"} & self.model_fields_set)
             notes += [f"{key} was ignored: it applies to two-speaker jobs only." for key in multi_only]
         return notes
+
+
+def _latent_cells(size: tuple[int, int]) -> set[tuple[float, float]]:
+    """Centres of the model's 16x16-pixel cells, in 0..1 picture coordinates."""
+    columns, rows = size[0] // SIZE_MULTIPLE, size[1] // SIZE_MULTIPLE
+    return {((i + 0.5) / columns, (j + 0.5) / rows) for i in range(columns) for j in range(rows)}
+
+
+def _contains(box: Box, point: tuple[float, float]) -> bool:
+    x0, y0, x1, y1 = box
+    return x0 <= point[0] < x1 and y0 <= point[1] < y1
 
 
 def _round16(value: int) -> int:

@@ -69,8 +69,8 @@ def test_two_sources_for_one_slot_is_an_error():
 
 
 def test_speaker_boxes_are_checked():
-    boxes = [[0, 0, 0.5, 1], [0.5, 0, 1, 1]]
-    assert parse(person_count="multi", wav_path_2="/v2.wav", speaker_boxes=boxes).speaker_boxes[1] == (0.5, 0, 1, 1)
+    boxes = [[0, 0, 0.4, 1], [0.6, 0, 1, 1]]
+    assert parse(person_count="multi", wav_path_2="/v2.wav", speaker_boxes=boxes).speaker_boxes[1] == (0.6, 0, 1, 1)
     with pytest.raises(InputError, match="speaker_boxes: box 1 must have coordinates between 0 and 1"):
         parse(speaker_boxes=[[0, 0, 1.5, 1], [0, 0, 1, 1]])
     with pytest.raises(InputError, match="^speaker_boxes"):
@@ -95,3 +95,18 @@ def test_unknown_and_unused_keys_come_back_as_warnings():
 def test_input_must_be_an_object():
     with pytest.raises(InputError, match="^input: the job input must be a JSON object."):
         parse_request(["image_path"], 100)
+
+
+def test_speaker_regions_must_cover_a_cell_and_leave_background():
+    multi = {"person_count": "multi", "wav_path_2": "/v2.wav", "width": 256, "height": 256}
+    with pytest.raises(InputError, match="speaker_boxes: box 2 is too small: it must cover at least one 16x16-pixel cell"):
+        parse(**multi, speaker_boxes=[[0, 0, 0.5, 1], [0.9, 0.5, 0.91, 0.51]])
+    with pytest.raises(InputError, match="speaker_boxes: the two boxes cover the whole picture"):
+        parse(**multi, speaker_boxes=[[0, 0, 0.5, 1], [0.5, 0, 1, 1]])
+
+
+def test_video_jobs_need_three_steps_or_more():
+    video = {"input_type": "video", "video_path": "/v.mp4"}
+    with pytest.raises(InputError, match="steps: must be at least 3 for video input"):
+        parse(**video, steps=2)
+    assert parse(**video, steps=3).steps == 3
