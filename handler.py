@@ -83,7 +83,8 @@ class Worker:
         workflow = self.workflows[request.kind]
         seed = request.seed if request.seed is not None else new_seed()
         name = output_name(str(job.get("id") or "local"))
-        graph = patch_workflow(workflow, graph_values(request, media, seed, f"infinitetalk/{name}"),
+        graph = patch_workflow(workflow, graph_values(request, media, seed, f"infinitetalk/{name}",
+                                                        self.settings.attention_mode),
                                explicit_values(request))
         progress.use_graph(graph, (workflow.nodes_by_role.get("sampler") or [None])[0])
         progress.stage("queued in ComfyUI")

@@ -84,6 +84,7 @@ class Settings:
     s3_key_prefix: str = "infinitetalk/"
     s3_url_expiry_s: int = 7 * 24 * 3600
     run_startup_checks: bool = True
+    attention_mode: str | None = None
 
     @property
     def examples_dir(self) -> Path:
@@ -137,4 +138,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         s3_key_prefix=_text(env, "S3_KEY_PREFIX", Settings.s3_key_prefix),
         s3_url_expiry_s=int(_number(env, "S3_URL_EXPIRY_S", Settings.s3_url_expiry_s, int)),
         run_startup_checks=_flag(env, "RUN_STARTUP_CHECKS", True),
+        attention_mode=_attention_mode(env),
     )
+
+
+def _attention_mode(env: Mapping[str, str]) -> str | None:
+    """WAN_ATTENTION_MODE: unset keeps the workflow's choice; "auto" without the entrypoint's probe is sdpa."""
+    raw = env.get("WAN_ATTENTION_MODE", "").strip().lower()
+    if not raw:
+        return None
+    if raw == "auto":
+        return "sdpa"
+    if raw not in ("sdpa", "sageattn"):
+        raise SettingsError(f"Setting WAN_ATTENTION_MODE={raw!r} must be auto, sdpa or sageattn.")
+    return raw

@@ -64,6 +64,7 @@ ROLE_INPUTS: Final[dict[str, dict[str, dict[str, str]]]] = {
         },
         "ImageAddNoise": {"seed": "seed"},
     },
+    "model": {"WanVideoModelLoader": {"attention_mode": "attention_mode"}},
     "image_embeds": {"WanVideoImageToVideoMultiTalk": {"force_offload": "force_offload"}},
     "audio_embeds": {
         "MultiTalkWav2VecEmbeds": {"audio_scale": "audio_scale", "multi_audio_type": "multi_audio_type"},

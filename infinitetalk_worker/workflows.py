@@ -138,7 +138,8 @@ def patch_workflow(workflow: Workflow, values: dict[str, Any], explicit: set[str
     return graph
 
 
-def graph_values(request: JobRequest, media: PreparedMedia, seed: int, filename_prefix: str) -> dict[str, Any]:
+def graph_values(request: JobRequest, media: PreparedMedia, seed: int, filename_prefix: str,
+                 attention_mode: str | None = None) -> dict[str, Any]:
     """Every value a graph may take for this job, keyed by the names ``ROLE_INPUTS`` uses."""
     width, height = request.rounded_size
     audio = [media.audio_seconds[slot] for slot in ("audio_1", "audio_2") if slot in media.audio_seconds]
@@ -158,6 +159,7 @@ def graph_values(request: JobRequest, media: PreparedMedia, seed: int, filename_
         multi_audio_type=request.multi_audio_type if multi else None,
         force_offload=request.force_offload,
         filename_prefix=filename_prefix,
+        attention_mode=attention_mode,
     )
     return values
 
@@ -180,7 +182,7 @@ def render_request(raw_input: dict[str, Any], settings: Settings, job_dir: Path 
     job_dir = job_dir or Path(tempfile.mkdtemp(prefix="infinitetalk-render-"))
     media = prepare_media(request, job_dir, settings)
     seed = request.seed if request.seed is not None else new_seed()
-    values = graph_values(request, media, seed, f"infinitetalk/render-{seed}")
+    values = graph_values(request, media, seed, f"infinitetalk/render-{seed}", settings.attention_mode)
     return patch_workflow(workflow, values, explicit_values(request))
 
 

@@ -109,3 +109,19 @@ def test_not_an_api_graph_is_refused(tmp_path):
     (tmp_path / "ui.json").write_text(json.dumps({"nodes": [], "links": []}))
     with pytest.raises(WorkflowError, match="not an API-format graph"):
         load_workflow(tmp_path / "ui.json")
+
+
+def test_attention_mode_setting_reaches_the_model_loader_of_every_production_graph(tmp_path):
+    from infinitetalk_worker.config import REPO_ROOT, SettingsError, load_settings
+
+    assert load_settings({"WAN_ATTENTION_MODE": "auto"}).attention_mode == "sdpa"
+    assert load_settings({}).attention_mode is None
+    with pytest.raises(SettingsError, match="WAN_ATTENTION_MODE='flash' must be auto, sdpa or sageattn"):
+        load_settings({"WAN_ATTENTION_MODE": "flash"})
+    request = parse_request({"image_path": "/x.png", "wav_path": "/y.wav"}, 100)
+    for workflow in load_workflow_set(REPO_ROOT / "workflows").values():
+        values = graph_values(request, media_for(tmp_path), 1, "p", attention_mode="sageattn")
+        values.update(video_file="/v.mp4", audio_2_file="/b.wav", soundtrack_file="/s.wav")
+        graph = patch_workflow(workflow, values, set())
+        loaders = [n for n in graph.values() if n["class_type"] == "WanVideoModelLoader"]
+        assert loaders and all(n["inputs"]["attention_mode"] == "sageattn" for n in loaders)
