@@ -145,3 +145,42 @@ def test_an_unreachable_endpoint_is_a_delivery_error(settings, tmp_path):
 
     with pytest.raises(S3DeliveryError, match="failed"):
         upload_video(video, "never.mp4", nobody_listens)
+
+
+def _real_video(tmp_path):
+    from media_factory import make_video
+
+    return make_video(tmp_path / "out.mp4", 1.0, (64, 48), with_audio=True)
+
+
+def _request(**extra):
+    from infinitetalk_worker.request import parse_request
+
+    return parse_request({"image_path": "/a.png", "wav_path": "/b.wav", **extra}, 100)
+
+
+def test_output_s3_returns_a_presigned_video_url(settings, tmp_path):
+    from infinitetalk_worker.delivery import deliver
+
+    video = _real_video(tmp_path)
+    result = deliver(video, _request(output="s3"), "job-s3", settings, {"seed": 1, "timings": {}})
+    assert result["delivered_as"] == "s3" and "video" not in result and "video_path" not in result
+    assert requests.get(result["video_url"], timeout=10).content == video.read_bytes()
+
+
+def test_a_result_too_large_for_inline_goes_to_s3_when_no_volume_is_mounted(settings, tmp_path):
+    from dataclasses import replace
+
+    from infinitetalk_worker.delivery import deliver
+
+    small = replace(settings, inline_output_limit_bytes=100, volume_root=tmp_path / "absent")
+    result = deliver(_real_video(tmp_path), _request(), "job-big", small, {"seed": 1, "timings": {}})
+    assert result["delivered_as"] == "s3" and result["video_url"].startswith(settings.bucket_endpoint_url)
+
+
+def test_output_s3_without_credentials_is_an_error_not_a_local_path(tmp_path):
+    from infinitetalk_worker.delivery import deliver
+    from infinitetalk_worker.errors import DeliveryError
+
+    with pytest.raises(DeliveryError, match="BUCKET"):
+        deliver(_real_video(tmp_path), _request(output="s3"), "job", Settings(volume_root=tmp_path), {"timings": {}})
