@@ -10,26 +10,33 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import ipaddress
 import logging
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import av
 import numpy as np
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
+import urllib3.exceptions
+import urllib3.util.connection
 from PIL import Image, ImageDraw
 
 from .config import REPO_ROOT, Settings
-from .errors import InputError
+from .errors import InputError, WorkerError
 from .request import JobRequest
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,14 @@ def job_directory(settings: Settings, job_id: str) -> Iterator[Path]:
 
 def prepare_media(request: JobRequest, job_dir: Path, settings: Settings) -> PreparedMedia:
     """Fetch and check every input the job needs, then build the derived files (soundtrack, masks)."""
+    try:
+        return _prepare(request, job_dir, settings)
+    except OSError as exc:  # the worker's own disk, not the request, failed
+        hint = " (free disk space under JOB_ROOT or give the worker a larger disk)" if exc.errno == errno.ENOSPC else ""
+        raise WorkerError(f"The worker could not write the job's input files: {exc.strerror or exc}{hint}.") from None
+
+
+def _prepare(request: JobRequest, job_dir: Path, settings: Settings) -> PreparedMedia:
     media = PreparedMedia()
     for slot in request.needed_slots():
         key, value = request.source_of(slot)
@@ -133,15 +148,19 @@ def resolve_input_path(key: str, value: str, settings: Settings) -> Path:
     return path
 
 
-def check_public_url(key: str, url: str, settings: Settings) -> None:
-    """Refuse non-http(s) schemes and hosts that resolve to loopback, private or link-local space."""
+def check_public_url(key: str, url: str, settings: Settings) -> str | None:
+    """Refuse non-http(s) schemes and hosts resolving to non-public space; return the address checked.
+
+    The download then connects to exactly that address, so a name that answers differently a moment
+    later (DNS rebinding) cannot steer it elsewhere. ``None`` when private addresses are allowed.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise InputError(key, f"only http and https URLs are accepted, not {parts.scheme or 'a bare path'!r}.")
     if not parts.hostname:
         raise InputError(key, "the URL has no host.")
     if settings.allow_private_urls:
-        return
+        return None
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
@@ -152,29 +171,47 @@ def check_public_url(key: str, url: str, settings: Settings) -> None:
             raise InputError(
                 key, f"the host {parts.hostname!r} resolves to {address}, a non-public address the worker does not fetch."
             )
+    return infos[0][4][0]
 
 
 def download_url(key: str, url: str, target: Path, settings: Settings) -> None:
-    """Stream a URL to disk, checking every redirect hop and bounding size and time."""
+    """Stream a URL to disk, checking every redirect hop and bounding size and total time."""
     session = requests.Session()
     session.trust_env = False  # no proxies from the environment: the address check must be the real target
     deadline = time.monotonic() + settings.download_total_timeout_s
+    sockets: list[socket.socket] = []
+    # Slow headers, slow redirects and trickled bodies all dodge the per-read timeout; at the
+    # deadline every socket of this download is shut down, which wakes whatever read is blocked.
+    watchdog = threading.Timer(settings.download_total_timeout_s, _shut_all, args=(sockets,))
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        response = _follow_redirects(session, key, url, settings)
+        response = _follow_redirects(session, key, url, settings, sockets)
         with response, open(target, "wb") as sink:
             _stream_body(response, key, sink, settings, deadline)
-    except requests.Timeout:
-        raise InputError(key, f"the download from {_shown(url)} timed out.") from None
-    except requests.RequestException as exc:
+    except (requests.RequestException, OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
+        if time.monotonic() >= deadline - 0.05:
+            raise InputError(key, f"the download took longer than {settings.download_total_timeout_s:.0f} s.") from None
+        if isinstance(exc, requests.Timeout):
+            raise InputError(key, f"the download from {_shown(url)} timed out.") from None
         raise InputError(key, f"the download from {_shown(url)} failed: {type(exc).__name__}.") from None
     finally:
+        watchdog.cancel()
         session.close()
 
 
-def _follow_redirects(session: requests.Session, key: str, url: str, settings: Settings) -> requests.Response:
+def _shut_all(sockets: list[socket.socket]) -> None:
+    for sock in list(sockets):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _follow_redirects(session: requests.Session, key: str, url: str, settings: Settings,
+                      sockets: list[socket.socket]) -> requests.Response:
     timeout = (settings.download_connect_timeout_s, settings.download_read_timeout_s)
     for _ in range(MAX_REDIRECTS + 1):
-        check_public_url(key, url, settings)
+        address = check_public_url(key, url, settings)
+        session.mount(f"{urlsplit(url).scheme}://", GuardedAdapter(address, sockets))
         response = session.get(url, stream=True, timeout=timeout, allow_redirects=False)
         if response.is_redirect:
             response.close()
@@ -185,6 +222,41 @@ def _follow_redirects(session: requests.Session, key: str, url: str, settings: S
             raise InputError(key, f"{_shown(url)} answered HTTP {response.status_code}.")
         return response
     raise InputError(key, f"the URL redirected more than {MAX_REDIRECTS} times.")
+
+
+class GuardedAdapter(requests.adapters.HTTPAdapter):
+    """Connects to the checked address (when given) and records each socket for the deadline.
+
+    Only the TCP connection uses the address; the Host header, SNI and certificate check keep the name.
+    """
+
+    def __init__(self, address: str | None, sockets: list[socket.socket]) -> None:
+        self.address, self.sockets = address, sockets
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _guarded_pools(self.address, self.sockets)
+
+
+def _guarded_pools(address: str | None, sockets: list[socket.socket]) -> dict[str, type]:
+    def new_conn(connection: urllib3.connection.HTTPConnection) -> socket.socket:
+        target = address or connection._dns_host
+        try:
+            sock = urllib3.util.connection.create_connection(
+                (target, connection.port), connection.timeout, source_address=connection.source_address,
+                socket_options=connection.socket_options)
+        except OSError as exc:
+            raise urllib3.exceptions.NewConnectionError(connection, f"cannot connect to {target}: {exc}") from exc
+        sockets.append(sock)
+        return sock
+
+    plain = type("GuardedHTTPConnection", (urllib3.connection.HTTPConnection,), {"_new_conn": new_conn})
+    tls = type("GuardedHTTPSConnection", (urllib3.connection.HTTPSConnection,), {"_new_conn": new_conn})
+    return {
+        "http": type("GuardedHTTPPool", (urllib3.HTTPConnectionPool,), {"ConnectionCls": plain}),
+        "https": type("GuardedHTTPSPool", (urllib3.HTTPSConnectionPool,), {"ConnectionCls": tls}),
+    }
 
 
 def _stream_body(response: requests.Response, key: str, sink, settings: Settings, deadline: float) -> None:
@@ -321,8 +393,10 @@ def _container_seconds(container, stream) -> float:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
+    """The decoder's words without the file path (which is the worker's own business), cut short."""
+    text = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+    text = re.sub(r"""\s*:?\s*['"]?/[^'"\s]*['"]?""", "", text.splitlines()[0]).strip()
+    return text[:160] or type(exc).__name__
 
 
 def make_soundtrack(paths: list[Path], mode: str, target: Path) -> Path:

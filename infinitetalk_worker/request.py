@@ -27,6 +27,8 @@ MIN_SIZE, MAX_SIZE = 128, 1920
 MAX_FRAMES = 10000
 MAX_SEED = 2**64 - 1
 V2V_MIN_STEPS = 3
+MAX_LISTED_KEYS = 20
+MAX_SHOWN_CHARS = 60
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 SLOTS: dict[str, tuple[str, str, str]] = {
@@ -52,7 +54,7 @@ def _integer(value: Any) -> Any:
         raise ValueError("must be a whole number, not a boolean")
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,30}\s*", value):
         return int(value)
     if isinstance(value, int):
         return value
@@ -211,8 +213,11 @@ class JobRequest(BaseModel):
         return set(self.model_fields_set)
 
     def warnings(self) -> list[str]:
-        """Keys the worker ignores, so a misspelt key never passes unnoticed."""
-        notes = [f"Unknown key {key!r} was ignored." for key in sorted(self.model_extra or {})]
+        """Keys the worker ignores, so a misspelt key never passes unnoticed (bounded, whatever is sent)."""
+        unknown = sorted(self.model_extra or {})
+        notes = [f"Unknown key {_shown(key)} was ignored." for key in unknown[:MAX_LISTED_KEYS]]
+        if len(unknown) > MAX_LISTED_KEYS:
+            notes.append(f"... and {len(unknown) - MAX_LISTED_KEYS} more unknown keys were ignored.")
         for slot in SLOTS:
             if slot not in self.needed_slots():
                 notes += [f"{key} was ignored: this job does not use a {slot} input." for key in self.sources_given(slot)]
@@ -231,6 +236,12 @@ def _latent_cells(size: tuple[int, int]) -> set[tuple[float, float]]:
 def _contains(box: Box, point: tuple[float, float]) -> bool:
     x0, y0, x1, y1 = box
     return x0 <= point[0] < x1 and y0 <= point[1] < y1
+
+
+def _shown(value: Any) -> str:
+    """A value as it may appear in a message: quoted, and cut short so an error never echoes megabytes."""
+    text = repr(value) if not isinstance(value, float) else f"{value:g}"
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 4] + "...'"
 
 
 def _round16(value: int) -> int:
@@ -269,9 +280,9 @@ def _sentence(error: dict[str, Any]) -> str:
     kind, given = error["type"], error.get("input")
     message = error["msg"].replace("Input should", "must").replace("Value error, ", "")
     if kind == "literal_error":
-        return f"{given!r} is not allowed; it {message}."
+        return f"{_shown(given)} is not allowed; it {message}."
     if kind.startswith(("greater_than", "less_than")):
-        return f"{given!r} is out of range; it {message}."
+        return f"{_shown(given)} is out of range; it {message}."
     if kind == "value_error":
         return message + "."
     return f"{message[0].lower()}{message[1:]} (got {type(given).__name__})."
