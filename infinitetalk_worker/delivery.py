@@ -27,6 +27,19 @@ FORBIDDEN_KEYS = frozenset({"s3_path", "output_path", "image_path", "image", "im
 BASE64_READ_BYTES = 3 * (1 << 20)
 
 
+class JobOutput(dict):
+    """A result whose repr lists keys, not values.
+
+    The RunPod SDK formats every result into f-string debug lines (built even when debug logging
+    is off), which would copy a whole Base64 video once more and put it in any log that shows them.
+    """
+
+    def __repr__(self) -> str:
+        return f"<job output with keys {', '.join(map(str, self))}>"
+
+    __str__ = __repr__
+
+
 def video_metadata(path: Path) -> dict[str, Any]:
     """What the caller can check without decoding the video: size, length, frames, rate."""
     try:
@@ -84,7 +97,8 @@ def deliver(video: Path, request: JobRequest, name: str, settings: Settings, met
     else:
         result = {"video": encode_base64(video)}
     timings = dict(metadata.get("timings", {}), delivery_s=round(time.monotonic() - started, 3))
-    result.update(metadata, timings=timings, delivered_as=destination)
+    result = JobOutput(result, **metadata)
+    result.update(timings=timings, delivered_as=destination)
     leaked = FORBIDDEN_KEYS & result.keys()
     if leaked:
         raise AssertionError(f"delivery produced forbidden keys {sorted(leaked)}")

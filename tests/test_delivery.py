@@ -92,3 +92,12 @@ def test_unreadable_output_is_reported(tmp_path):
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     with pytest.raises(DeliveryError, match="not a readable video"):
         video_metadata(tmp_path / "bad.mp4")
+
+
+def test_the_result_never_prints_its_video(video, settings):
+    result = deliver(video, request(), "n", settings, META)
+    text = f"{result} {({'output': result})!r}"
+    assert result["video"] not in text and "video" in text and len(text) < 300
+    import json
+
+    assert json.loads(json.dumps(result))["video"] == result["video"]
