@@ -328,6 +328,7 @@ def delete_output_files(files: list[OutputFile], file_stem: str, comfyui_dir: Pa
             folders.add(Path(output.fullpath).parent)
         elif comfyui_dir is not None:
             folders.add(comfyui_dir / output.type / output.subfolder)
-    for folder in folders:
-        for path in folder.glob(f"{file_stem}_*"):
-            path.unlink(missing_ok=True)
+    for folder in folders:  # listed, not glob()bed: a new pattern per job would crowd re's and pathlib's caches
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.name.startswith(f"{file_stem}_"):
+                path.unlink(missing_ok=True)

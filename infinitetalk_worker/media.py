@@ -48,7 +48,8 @@ BASE64_CHUNK_CHARS = 4 * (1 << 20)
 SOUNDTRACK_RATE = 48000
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpg", "GIF": "gif"}
 DATA_URI_FAMILIES = {"image": ("image",), "video": ("video", "image/gif"), "audio": ("audio", "video")}
-URLSAFE_ALPHABET = str.maketrans("-_", "+/")
+BASE64_CLEANUP = str.maketrans("-_", "+/", " \t\n\r\v\f")  # URL-safe to standard, whitespace out
+NOT_STANDARD_BASE64 = re.compile(r"[-_\s]")
 # Left and right half, inset as the model authors do: a region (or the background) with no area
 # makes kijai's masked attention divide by zero, and then no face follows its voice.
 DEFAULT_SPEAKER_BOXES = ((0.05, 0.1, 0.45, 0.9), (0.55, 0.1, 0.95, 0.9))
@@ -281,22 +282,31 @@ def _shown(url: str) -> str:
 
 
 def decode_base64(key: str, value: str, kind: str, target: Path, settings: Settings) -> None:
-    """Decode Base64 (optionally a data URI) to disk in chunks, so a large input is never copied whole."""
+    """Decode Base64 (optionally a data URI) to disk in chunks, so a large input is never copied whole.
+
+    Line breaks, the URL-safe alphabet and missing padding are cleaned up chunk by chunk as well: a
+    clean-up of the whole string would copy it (and, for line breaks, split it into one string per line).
+    """
     payload = _strip_data_uri(key, value, kind)
     if len(payload) > settings.max_base64_bytes:
         raise InputError(key, f"is {len(payload)} characters, over the {settings.max_base64_bytes}-character limit.")
-    if re.search(r"\s", payload):
-        payload = re.sub(r"\s+", "", payload)
-    if "-" in payload or "_" in payload:
-        payload = payload.translate(URLSAFE_ALPHABET)
-    if len(payload) % 4:
-        payload += "=" * (-len(payload) % 4)
+    carry = ""  # the characters of the last chunk that do not make a whole 4-character group yet
     try:
         with open(target, "wb") as sink:
             for start in range(0, len(payload), BASE64_CHUNK_CHARS):
-                sink.write(base64.b64decode(payload[start : start + BASE64_CHUNK_CHARS], validate=True))
+                chunk = carry + _standard_base64(payload[start : start + BASE64_CHUNK_CHARS])
+                whole = len(chunk) - len(chunk) % 4
+                sink.write(base64.b64decode(chunk[:whole], validate=True))
+                carry = chunk[whole:]
+            if carry:
+                sink.write(base64.b64decode(carry + "=" * (-len(carry) % 4), validate=True))
     except (binascii.Error, ValueError):
         raise InputError(key, "is not valid Base64.") from None
+
+
+def _standard_base64(chunk: str) -> str:
+    """A chunk without whitespace, in the standard alphabet ('-' and '_' become '+' and '/')."""
+    return chunk.translate(BASE64_CLEANUP) if NOT_STANDARD_BASE64.search(chunk) else chunk
 
 
 def _strip_data_uri(key: str, value: str, kind: str) -> str:
