@@ -1,0 +1,180 @@
+"""Soak: many sequential jobs in one worker process; nothing may accumulate.
+
+    python bench/soak.py [--jobs 200] [--comfyui auto|real|fake]
+
+Runs a repeating mix through ``handler.handler``: the four smoke workflows, Base64 and URL inputs
+(from a loopback file server in its own process), a result to the network volume, a request with
+unknown keys, the health probe, and three jobs that fail (invalid Base64, a URL answering 404, a
+path outside the allowed roots). Prints, at the start, after the first four rounds of the mix (warm) and
+at the end: job directories left, open file descriptors, threads and RSS of this process, plus
+ComfyUI's history entries and output files (and RSS every 50 jobs). PASS when no job directory is
+left, file descriptors and ComfyUI's history and output files do not grow from warm to end, threads
+stay within the event loop's executor pool, and RSS grows less than 3 MB from warm to end (what
+the allocator and bounded caches may still take; a leak of 20 kB per job fails a 200-job run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+RSS_TOLERANCE_MB = 3.0
+WARM_ROUNDS = 4  # the first rounds of the mix warm allocator pools and one-time paths
+CHECKPOINT_EVERY = 50
+# asyncio.to_thread runs on the loop's default executor, which starts threads as needed up to this.
+EXECUTOR_MAX_THREADS = min(32, (os.cpu_count() or 1) + 4)
+
+
+def mix(inputs: Path, files_url: str) -> list[tuple[str, dict[str, Any], bool]]:
+    """(name, job input, should succeed) for one round."""
+    jobs = common.jobs_for(inputs)
+    encoded = {name: base64.b64encode((inputs / name).read_bytes()).decode()
+               for name in ("portrait.png", "voice_1.wav")}
+    return [
+        ("i2v_single", jobs["i2v_single"], True),
+        ("i2v_multi", jobs["i2v_multi"], True),
+        ("v2v_single", jobs["v2v_single"], True),
+        ("v2v_multi", jobs["v2v_multi"], True),
+        ("base64 inputs", {"image_base64": "data:image/png;base64," + encoded["portrait.png"],
+                           "wav_base64": encoded["voice_1.wav"], "width": 128, "height": 128}, True),
+        ("url inputs", {"image_url": f"{files_url}/portrait.png", "wav_url": f"{files_url}/voice_1.wav",
+                        "width": 128, "height": 128}, True),
+        ("volume output", {**jobs["i2v_single"], "network_volume": True}, True),
+        ("unknown keys", {**jobs["i2v_single"], "imagepath": "x", "guidance": 7}, True),
+        ("health probe", {"test": True}, True),
+        ("invalid base64", {"image_base64": "%%%", "wav_path": str(inputs / "voice_1.wav")}, False),
+        ("url 404", {"image_path": str(inputs / "portrait.png"), "wav_url": f"{files_url}/missing.wav"}, False),
+        ("path outside roots", {"image_path": "/etc/passwd", "wav_path": str(inputs / "voice_1.wav")}, False),
+    ]
+
+
+def comfy_figures(url: str, comfyui_dir: Path | None) -> tuple[int, int]:
+    with urllib.request.urlopen(f"{url}/history", timeout=30) as response:
+        history = len(json.loads(response.read()))
+    outputs = sum(1 for p in (comfyui_dir / "output").rglob("*") if p.is_file()) if comfyui_dir else -1
+    return history, outputs
+
+
+def figures(settings: Any, url: str, comfyui_dir: Path | None) -> dict[str, float]:
+    common.trim_heap()
+    history, outputs = comfy_figures(url, comfyui_dir)
+    job_dirs = len(list(settings.job_root.iterdir())) if settings.job_root.exists() else 0
+    return {"job dirs": job_dirs, "open fds": common.open_fds(), "threads": common.thread_count(),
+            "RSS MB": round(common.rss_mb(), 1), "ComfyUI history": history, "ComfyUI outputs": outputs}
+
+
+def serve_files(folder: Path) -> tuple[subprocess.Popen, str]:
+    port = common.free_port()
+    process = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                "--directory", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{url}/portrait.png", timeout=1).close()
+            return process, url
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the loopback file server did not start")
+
+
+def soak(total: int, url: str, workdir: Path, inputs: Path, comfyui_dir: Path | None, files_url: str) -> bool:
+    import handler
+    from infinitetalk_worker.logs import setup_logging
+
+    setup_logging("ERROR")
+    settings = common.settings_for(url, workdir, inputs, comfyui_dir, allow_private_urls=True)
+    settings.volume_root.mkdir(exist_ok=True)
+    settings.job_root.mkdir(exist_ok=True)
+    handler.reset_worker(settings)
+    common.silence_progress()
+    runner = common.JobRunner()
+    rounds = mix(inputs, files_url)
+    snapshots = {"start": figures(settings, url, comfyui_dir)}
+    unexpected: list[str] = []
+    started = time.monotonic()
+    for index in range(total):
+        name, job_input, should_succeed = rounds[index % len(rounds)]
+        result = runner.run(job_input)
+        if ("error" not in result) != should_succeed:
+            unexpected.append(f"job {index} ({name}): {result.get('error', 'succeeded')}")
+        collect_volume_result(result, settings.volume_root)
+        if index + 1 == WARM_ROUNDS * len(rounds):
+            snapshots["warm"] = figures(settings, url, comfyui_dir)
+        if (index + 1) % CHECKPOINT_EVERY == 0:
+            common.trim_heap()
+            print(f"  after {index + 1:5d} jobs: RSS {common.rss_mb():6.1f} MB, open fds {common.open_fds()}, "
+                  f"threads {common.thread_count()}", flush=True)
+    elapsed = time.monotonic() - started
+    snapshots["end"] = figures(settings, url, comfyui_dir)
+    runner.close()
+    return report(snapshots, total, elapsed, unexpected)
+
+
+def collect_volume_result(result: dict, volume: Path) -> None:
+    """The caller takes its file off the volume; what stays there is the caller's business, not a leak."""
+    if "video_path" in result:
+        Path(result["video_path"]).unlink()
+
+
+def report(snapshots: dict[str, dict[str, float]], total: int, elapsed: float, unexpected: list[str]) -> bool:
+    names = list(snapshots["start"])
+    print(f"\n{total} jobs in {elapsed:.1f} s ({elapsed / total * 1000:.0f} ms per job)\n")
+    print(f"{'':<8}" + "".join(f"{n:>17}" for n in names))
+    for label, values in snapshots.items():
+        print(f"{label:<8}" + "".join(f"{values[n]:>17}" for n in names))
+    print()
+    warm, end = snapshots["warm"], snapshots["end"]
+    check: Callable[[str, bool, str], bool] = common.verdict
+    ok = check("outcomes", not unexpected, "every job succeeded or failed as intended" if not unexpected
+               else "; ".join(unexpected[:5]))
+    ok &= check("job directories", end["job dirs"] == 0, f"{end['job dirs']} left at the end")
+    ok &= check("open file descriptors", end["open fds"] <= warm["open fds"],
+                f"{warm['open fds']} -> {end['open fds']}")
+    ok &= check("threads", end["threads"] <= 1 + EXECUTOR_MAX_THREADS,
+                f"{warm['threads']} -> {end['threads']} (the event loop's executor may start up to "
+                f"{EXECUTOR_MAX_THREADS} as jobs need them)")
+    growth = end["RSS MB"] - warm["RSS MB"]
+    ok &= check("RSS", growth < RSS_TOLERANCE_MB,
+                f"{warm['RSS MB']} -> {end['RSS MB']} MB ({growth:+.1f} MB; tolerance {RSS_TOLERANCE_MB} MB)")
+    ok &= check("ComfyUI history", end["ComfyUI history"] <= warm["ComfyUI history"],
+                f"{warm['ComfyUI history']} -> {end['ComfyUI history']} entries")
+    if end["ComfyUI outputs"] >= 0:
+        ok &= check("ComfyUI output files", end["ComfyUI outputs"] <= warm["ComfyUI outputs"],
+                    f"{warm['ComfyUI outputs']} -> {end['ComfyUI outputs']}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=200, help="at least 48 (four rounds of the mix)")
+    parser.add_argument("--comfyui", choices=("auto", "real", "fake"), default="auto")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-soak-") as temp:
+        workdir = Path(temp)
+        inputs = common.make_inputs(workdir / "inputs")
+        files, files_url = serve_files(inputs)
+        try:
+            with common.comfyui(args.comfyui, workdir) as (kind, url, comfyui_dir):
+                print(f"ComfyUI: {kind} at {url}")
+                return 0 if soak(args.jobs, url, workdir, inputs, comfyui_dir, files_url) else 1
+        finally:
+            files.terminate()
+            files.wait(10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
