@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from infinitetalk_worker import __version__
+from infinitetalk_worker import __version__, s3_delivery
 from infinitetalk_worker.comfy_client import ComfyClient, PromptResult, delete_output_files
 from infinitetalk_worker.config import Settings, load_settings
 from infinitetalk_worker.delivery import deliver, video_metadata
@@ -45,6 +45,7 @@ class Worker:
         self.client = ComfyClient(settings.comfyui_url, settings.http_timeout_s, settings.ws_idle_timeout_s,
                                   settings.comfyui_log_file)
         self.workflows = load_workflow_set(settings.workflow_dir)
+        s3_delivery.warm_up(settings)
 
     async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         job_id = str(job.get("id") or "local")

@@ -192,7 +192,7 @@ def download_url(key: str, url: str, target: Path, settings: Settings) -> None:
             _stream_body(response, key, sink, settings, deadline)
     except (requests.RequestException, OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
         if time.monotonic() >= deadline - 0.05:
-            raise InputError(key, f"the download took longer than {settings.download_total_timeout_s:.0f} s.") from None
+            raise InputError(key, f"the download took longer than {settings.download_total_timeout_s:g} s.") from None
         if isinstance(exc, requests.Timeout):
             raise InputError(key, f"the download from {_shown(url)} timed out.") from None
         raise InputError(key, f"the download from {_shown(url)} failed: {type(exc).__name__}.") from None
@@ -271,7 +271,7 @@ def _stream_body(response: requests.Response, key: str, sink, settings: Settings
         if received > limit:
             raise InputError(key, f"the file is larger than the {limit}-byte download limit.")
         if time.monotonic() > deadline:
-            raise InputError(key, f"the download took longer than {settings.download_total_timeout_s:.0f} s.")
+            raise InputError(key, f"the download took longer than {settings.download_total_timeout_s:g} s.")
         sink.write(chunk)
 
 
@@ -363,7 +363,7 @@ def _decoded_seconds(container, key: str, limit: float) -> float:
         samples += frame.samples
         rate = frame.sample_rate or rate
         if rate and samples / rate > limit:
-            raise InputError(key, f"the audio is longer than the {limit:.0f}-second limit.")
+            raise InputError(key, f"the audio is longer than the {limit:g}-second limit.")
     if not samples or not rate:
         raise InputError(key, "the audio track is empty.")
     return samples / rate
@@ -385,7 +385,7 @@ def probe_video(path: Path, key: str, settings: Settings) -> float:
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise InputError(key, f"the data is not a readable video ({_reason(exc)}).") from None
     if seconds > settings.max_video_seconds:
-        raise InputError(key, f"the video is {seconds:.1f} s long, over the {settings.max_video_seconds:.0f}-second limit.")
+        raise InputError(key, f"the video is {seconds:.1f} s long, over the {settings.max_video_seconds:g}-second limit.")
     return seconds
 
 
