@@ -17,19 +17,18 @@ import subprocess
 import sys
 import time
 import uuid
-import wave
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
 import av
-import numpy as np
 import pytest
 import requests
 import websocket
 from PIL import Image
 
 from fake_comfyui import FakeComfyUI
+from media_factory import make_wav
 
 SHARED = Path(__file__).resolve().parent / "data" / "comfyui"
 TRACES = SHARED / "traces"
@@ -47,14 +46,7 @@ def write_png(path: Path, size: tuple[int, int] = (96, 80)) -> Path:
 
 
 def write_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    pcm = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as sink:
-        sink.setnchannels(1)
-        sink.setsampwidth(2)
-        sink.setframerate(rate)
-        sink.writeframes(pcm.tobytes())
-    return path
+    return make_wav(path, seconds, rate)
 
 
 def load_trace(name: str) -> list[dict]:
