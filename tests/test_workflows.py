@@ -125,3 +125,22 @@ def test_attention_mode_setting_reaches_the_model_loader_of_every_production_gra
         graph = patch_workflow(workflow, values, set())
         loaders = [n for n in graph.values() if n["class_type"] == "WanVideoModelLoader"]
         assert loaders and all(n["inputs"]["attention_mode"] == "sageattn" for n in loaders)
+
+
+def test_render_command_prints_the_graph_and_names_bad_fields(tmp_path, capsys, monkeypatch):
+    from infinitetalk_worker.__main__ import main
+    from media_factory import make_image, make_wav
+
+    monkeypatch.setenv("ALLOWED_INPUT_ROOTS", str(tmp_path))
+    monkeypatch.setenv("WORKFLOW_DIR", str(Path(__file__).resolve().parents[1] / "workflows"))
+    job = {"input": {"image_path": str(make_image(tmp_path / "face.png")), "wav_path": str(make_wav(tmp_path / "v.wav", 2.0)),
+                     "seed": 5, "steps": 8}}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    assert main(["render", str(tmp_path / "job.json")]) == 0
+    graph = json.loads(capsys.readouterr().out)
+    sampler = next(n for n in graph.values() if n["class_type"] == "WanVideoSampler")
+    assert (sampler["inputs"]["seed"], sampler["inputs"]["steps"]) == (5, 8)
+    assert any(n["inputs"].get("image") == str(tmp_path / "face.png") for n in graph.values())
+    (tmp_path / "bad.json").write_text(json.dumps({"image_path": str(tmp_path / "face.png")}))
+    assert main(["render", str(tmp_path / "bad.json")]) == 1
+    assert "wav_path: one of wav_path" in capsys.readouterr().err
