@@ -91,12 +91,7 @@ class Worker:
         progress.stage("queued in ComfyUI")
         result = await self._run_prompt(graph, workflow, progress, started + self.settings.job_deadline_s)
         comfy_done = time.monotonic()
-        video = job_dir / "output.mp4"
-        try:
-            await asyncio.to_thread(self.client.download, result.files[-1], video)
-        finally:
-            delete_output_files(result.files, name, self.settings.comfyui_dir)
-            self.client.forget(result.prompt_id)
+        video = await self._fetch_video(result, name, job_dir)
         progress.stage("delivering")
         timings = {"inputs_s": inputs_done - started, "comfyui_s": comfy_done - inputs_done,
                    "comfyui_execution_s": result.execution_s}
@@ -109,6 +104,16 @@ class Worker:
         log.info("job done in %.2f s (%s, %s frames)", output["timings"]["total_s"], output["delivered_as"],
                  output["frames"])
         return output
+
+    async def _fetch_video(self, result: PromptResult, name: str, job_dir: Path) -> Path:
+        """Copy ComfyUI's video into the job directory, then remove every file and record it left."""
+        video = job_dir / "output.mp4"
+        try:
+            await asyncio.to_thread(self.client.download, result.files[-1], video)
+        finally:
+            delete_output_files(result.files, name, self.settings.comfyui_dir)
+            self.client.forget(result.prompt_id)
+        return video
 
     async def _run_prompt(self, graph: dict[str, Any], workflow: Workflow, progress: ProgressReporter,
                           deadline: float) -> PromptResult:
