@@ -30,7 +30,8 @@ from infinitetalk_worker.config import Settings  # noqa: E402
 
 SMOKE = REPO_ROOT / "workflows" / "smoke"
 REAL_COMFYUI_URL = os.environ.get("COMFYUI_URL", "http://127.0.0.1:8188").rstrip("/")
-REAL_COMFYUI_DIR = Path(os.environ.get("COMFYUI_DIR", "/work/ext/ComfyUI"))
+# ComfyUI's folder, when set, lets the worker remove its output files after each job (as in the image).
+REAL_COMFYUI_DIR = Path(os.environ["COMFYUI_DIR"]) if os.environ.get("COMFYUI_DIR") else None
 
 
 # -- ComfyUI ---------------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ def comfyui(choice: str, workdir: Path, pad_bytes: int = 0) -> Iterator[tuple[st
     if choice == "real" and not comfyui_answers(REAL_COMFYUI_URL):
         raise SystemExit(f"no ComfyUI answers at {REAL_COMFYUI_URL} (start one, or use --comfyui fake)")
     if choice in ("real", "auto") and pad_bytes == 0 and comfyui_answers(REAL_COMFYUI_URL):
-        yield "real", REAL_COMFYUI_URL, REAL_COMFYUI_DIR if REAL_COMFYUI_DIR.is_dir() else None
+        yield "real", REAL_COMFYUI_URL, REAL_COMFYUI_DIR if REAL_COMFYUI_DIR and REAL_COMFYUI_DIR.is_dir() else None
         return
     fake = FakeComfyProcess(workdir / "fake-comfyui", pad_bytes)
     try:
