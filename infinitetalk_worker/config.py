@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# RunPod drops larger results (20 MB on /runsync, 10 MB on /run) and the client sees COMPLETED with nothing.
+RUNPOD_RESULT_CAP_BYTES = 20_000_000
 
 
 class SettingsError(ValueError):
@@ -126,9 +128,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_deadline_s=_number(env, "JOB_DEADLINE_S", Settings.job_deadline_s),
         http_timeout_s=_number(env, "COMFYUI_HTTP_TIMEOUT_S", Settings.http_timeout_s),
         ws_idle_timeout_s=_number(env, "COMFYUI_WS_IDLE_TIMEOUT_S", Settings.ws_idle_timeout_s),
-        inline_output_limit_bytes=int(
-            _number(env, "INLINE_OUTPUT_LIMIT_BYTES", Settings.inline_output_limit_bytes, int)
-        ),
+        inline_output_limit_bytes=_inline_limit(env),
         progress_interval_s=_number(env, "PROGRESS_INTERVAL_S", Settings.progress_interval_s),
         bucket_endpoint_url=_text(env, "BUCKET_ENDPOINT_URL", ""),
         bucket_access_key_id=_text(env, "BUCKET_ACCESS_KEY_ID", ""),
@@ -140,6 +140,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         run_startup_checks=_flag(env, "RUN_STARTUP_CHECKS", True),
         attention_mode=_attention_mode(env),
     )
+
+
+def _inline_limit(env: Mapping[str, str]) -> int:
+    limit = int(_number(env, "INLINE_OUTPUT_LIMIT_BYTES", Settings.inline_output_limit_bytes, int))
+    if limit > RUNPOD_RESULT_CAP_BYTES:
+        raise SettingsError(
+            f"Setting INLINE_OUTPUT_LIMIT_BYTES={limit} is over the {RUNPOD_RESULT_CAP_BYTES} bytes RunPod accepts "
+            "in a result; larger videos go to the network volume or S3."
+        )
+    return limit
 
 
 def _attention_mode(env: Mapping[str, str]) -> str | None:

@@ -101,3 +101,11 @@ def test_the_result_never_prints_its_video(video, settings):
     import json
 
     assert json.loads(json.dumps(result))["video"] == result["video"]
+
+
+def test_the_inline_limit_cannot_exceed_what_runpod_accepts():
+    from infinitetalk_worker.config import SettingsError, load_settings
+
+    assert load_settings({"INLINE_OUTPUT_LIMIT_BYTES": "20000000"}).inline_output_limit_bytes == 20_000_000
+    with pytest.raises(SettingsError, match="INLINE_OUTPUT_LIMIT_BYTES=50000000 is over the 20000000 bytes RunPod accepts"):
+        load_settings({"INLINE_OUTPUT_LIMIT_BYTES": "50000000"})
