@@ -91,8 +91,12 @@ class ComfyClient:
         return self._json("GET", f"/history/{prompt_id}").get(prompt_id, {})
 
     def interrupt(self, prompt_id: str) -> None:
-        """Stop our prompt if it runs and drop it from the queue if it waits (best effort, bounded)."""
-        for path, body in (("/interrupt", {"prompt_id": prompt_id}), ("/queue", {"delete": [prompt_id]})):
+        """Drop our prompt from the queue if it waits, then stop it if it runs (best effort, bounded).
+
+        In this order a prompt that starts between the two calls is still stopped: ComfyUI ignores a
+        targeted /interrupt for a prompt that is not running yet, and cannot dequeue a running one.
+        """
+        for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
             try:
                 self.session.post(self.base_url + path, json=body, timeout=5)
             except requests.RequestException as exc:

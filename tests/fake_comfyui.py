@@ -632,6 +632,9 @@ class FakeComfyUI:
         self.fault_node: str | None = None  # node id where error/hang/die/ws_drop strike; None: chosen
         self.error_type, self.error_message = "RuntimeError", None
         self.error_traceback: list[str] | None = None
+        # True: queued prompts wait (ComfyUI busy elsewhere) until the first POST /interrupt or /queue,
+        # and the next one starts at once after it: the worst moment for a client cancelling a prompt.
+        self.start_queue_after_first_cancel_request = False
         self.prompts: list[dict] = []
         self.interrupts: list[dict] = []
         self.queue_deletes: list[dict] = []
@@ -663,6 +666,11 @@ class FakeComfyUI:
     @property
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.port}/ws"
+
+    @property
+    def idle(self) -> bool:
+        """Nothing runs and nothing waits in the queue."""
+        return self._running is None and not self._queue
 
     def start(self) -> "FakeComfyUI":
         ready, failure = threading.Event(), []
@@ -865,6 +873,7 @@ class FakeComfyUI:
         doomed = set(body.get("delete") or [])
         self._queue[:] = [q for q in self._queue if q.prompt_id not in doomed]
         await self._broadcast_status()
+        await self._release_held_queue()
         return web.Response(status=200)
 
     async def _post_interrupt(self, request: web.Request) -> web.Response:
@@ -873,7 +882,19 @@ class FakeComfyUI:
         target = body.get("prompt_id")
         if not target or (self._running is not None and self._running.prompt_id == target):
             self._interrupt_requested = self._running is not None or not target
+        await self._release_held_queue()
         return web.Response(status=200)
+
+    async def _release_held_queue(self) -> None:
+        """Let a held queue move on, and answer only once its next prompt runs (see the attribute)."""
+        if not self.start_queue_after_first_cancel_request:
+            return
+        self.start_queue_after_first_cancel_request = False
+        self._wake.set()
+        for _ in range(200):
+            if not self._queue or self._running is not None:
+                return
+            await asyncio.sleep(0.01)
 
     async def _post_free(self, request: web.Request) -> web.Response:
         self.frees.append(await self._json_body(request))
@@ -1024,7 +1045,7 @@ class FakeComfyUI:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue:
+            while self._queue and not self.start_queue_after_first_cancel_request:
                 item = self._queue.pop(0)
                 self._running = item
                 await self._broadcast_status()

@@ -367,6 +367,29 @@ def test_cancelled_while_queued_behind_another_prompt_is_dequeued_and_never_runs
     assert fake_comfy.history[first]["status"]["status_str"] == "error"  # the blocker was interrupted
 
 
+def test_cancelled_prompt_that_starts_between_the_cancel_requests_is_still_stopped(fake_comfy, tmp_path, inputs):
+    """ComfyUI ignores /interrupt for a prompt still queued and cannot dequeue a running one: the
+    worker must dequeue first, or a prompt that starts in between runs on for a job nobody waits for."""
+    fake_comfy.scenario = "slow"
+    fake_comfy.start_queue_after_first_cancel_request = True
+    handler_module.reset_worker(base_settings(fake_comfy.url, tmp_path, inputs, http_timeout_s=5))
+
+    async def scenario() -> str:
+        queued = asyncio.ensure_future(handler_module.handler({"id": "queued", "input": job(inputs)}))
+        await wait_async(lambda: len(fake_comfy.prompts) == 1)
+        await asyncio.sleep(0.3)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        await asyncio.sleep(0.2)
+        await wait_async(lambda: fake_comfy.idle, timeout=30)  # a prompt that started has finished
+        return fake_comfy.prompts[0]["prompt_id"]
+
+    prompt_id = asyncio.run(scenario())
+    assert fake_comfy.start_queue_after_first_cancel_request is False, "the worker sent no cancel request"
+    assert prompt_id not in fake_comfy.history, "the cancelled prompt must never run"
+
+
 async def wait_async(condition, timeout: float = 10.0) -> None:
     ends = time.monotonic() + timeout
     while not condition():
