@@ -19,7 +19,7 @@ from typing import Any
 from infinitetalk_worker import __version__, s3_delivery
 from infinitetalk_worker.comfy_client import ComfyClient, PromptResult, delete_output_files
 from infinitetalk_worker.config import Settings, load_settings
-from infinitetalk_worker.delivery import deliver, video_metadata
+from infinitetalk_worker.delivery import check_destination, deliver, video_metadata
 from infinitetalk_worker.errors import WorkerError
 from infinitetalk_worker.logs import current_job_id, setup_logging
 from infinitetalk_worker.media import job_directory, prepare_media
@@ -78,6 +78,7 @@ class Worker:
     async def _generate(self, job: dict[str, Any], request: JobRequest, job_dir: Path) -> dict[str, Any]:
         started = time.monotonic()
         progress = ProgressReporter(job, self.settings.progress_interval_s)
+        check_destination(request, self.settings)
         progress.stage("preparing inputs")
         media = await asyncio.to_thread(prepare_media, request, job_dir, self.settings)
         inputs_done = time.monotonic()

@@ -63,13 +63,24 @@ def volume_mounted(settings: Settings) -> bool:
     return settings.volume_root.is_dir() and os.access(settings.volume_root, os.W_OK)
 
 
-def choose_destination(request: JobRequest, encoded_size: int, settings: Settings) -> str:
-    """Where the video goes: what was asked, or the volume/S3 when Base64 would be too large."""
+def check_destination(request: JobRequest, settings: Settings) -> str:
+    """The destination the request asks for, refused before any generation if it cannot take a video:
+    finding out after minutes of GPU time would waste them."""
     asked = request.output or ("volume" if request.network_volume else "base64")
     if asked == "volume" and not volume_mounted(settings):
         raise DeliveryError(
             f"output: the network volume was requested, but nothing writable is mounted at {settings.volume_root}."
         )
+    if asked == "s3" and not settings.s3_configured:
+        from .s3_delivery import require_settings
+
+        require_settings(settings)
+    return asked
+
+
+def choose_destination(request: JobRequest, encoded_size: int, settings: Settings) -> str:
+    """Where the video goes: what was asked, or the volume/S3 when Base64 would be too large."""
+    asked = check_destination(request, settings)
     if asked != "base64" or encoded_size <= settings.inline_output_limit_bytes:
         return asked
     if volume_mounted(settings):

@@ -7,6 +7,7 @@ and only on change, keeps the client's view calm and ordered enough.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -25,6 +26,11 @@ Sender = Callable[[dict[str, Any], Any], None]
 
 
 def _runpod_sender(job: dict[str, Any], payload: Any) -> None:
+    """Send through the SDK, but only on RunPod: run locally (``--test_input``, ``--rp_serve_api``)
+    the SDK has no address for updates and logs every one as "Failed to return job results"."""
+    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+        log.debug("progress (not on RunPod, not sent): %s", payload)
+        return
     import runpod
 
     runpod.serverless.progress_update(job, payload)

@@ -38,7 +38,7 @@ def upload_video(
     path: Path, key: str, settings: Settings, transfer_config: TransferConfig = TRANSFER_CONFIG
 ) -> str:
     """Upload ``path`` to ``<bucket>/<S3_KEY_PREFIX><key>`` and return a presigned GET URL for it."""
-    _require_settings(settings)
+    require_settings(settings)
     object_key = f"{settings.s3_key_prefix}{key}"
     client = _client(settings)
     try:
@@ -64,7 +64,7 @@ def upload_video(
     return url
 
 
-def _require_settings(settings: Settings) -> None:
+def require_settings(settings: Settings) -> None:
     """Name every empty setting at once, so one redeploy fixes them all."""
     required = {
         "BUCKET_NAME": settings.bucket_name,

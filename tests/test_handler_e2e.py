@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -229,3 +232,33 @@ def test_cancellation_interrupts_and_dequeues_the_prompt(inputs, fake_comfy):
     prompt_id = fake_comfy.prompts[0]["prompt_id"]
     assert {"prompt_id": prompt_id} in fake_comfy.interrupts
     assert {"delete": [prompt_id]} in fake_comfy.queue_deletes
+
+
+def test_a_local_test_run_reports_no_failed_progress_posts(fake_comfy, inputs, tmp_path):
+    """``python handler.py --test_input`` off RunPod: the job completes and the log shows no
+    "Failed to return job results" lines from progress updates that have nowhere to go."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RUNPOD_")}
+    env.update(COMFYUI_URL=fake_comfy.url, WORKFLOW_DIR=str(SMOKE), RUN_STARTUP_CHECKS="false",
+               ALLOWED_INPUT_ROOTS=str(inputs), JOB_ROOT=str(tmp_path / "jobs"), VOLUME_ROOT=str(tmp_path / "volume"))
+    job = {"input": {**single(inputs), "output": "volume"}}
+    (tmp_path / "volume").mkdir()
+
+    done = subprocess.run([sys.executable, "handler.py", "--test_input", json.dumps(job)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert "completed successfully" in log, log[-3000:]
+    assert "Failed to return job results" not in log, log[-3000:]
+    assert list((tmp_path / "volume").rglob("*.mp4")), "the job wrote no video"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"output": "volume"}, "output: the network volume was requested, but nothing writable is mounted"),
+    ({"network_volume": True}, "output: the network volume was requested, but nothing writable is mounted"),
+    ({"output": "s3"}, "S3 delivery is not configured: set BUCKET_NAME, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY"),
+])
+def test_a_destination_that_cannot_take_the_video_fails_before_any_generation(fake_comfy, inputs, extra, message):
+    result = run(single(inputs, **extra))
+    assert message in result["error"]
+    assert fake_comfy.prompts == [], "nothing may be generated for a result that cannot be delivered"
