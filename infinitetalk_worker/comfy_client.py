@@ -31,6 +31,9 @@ UNREACHABLE_AFTER_S = 5.0
 LOG_TAIL_LINES = 20
 ProgressCallback = Callable[[dict[str, Any]], None]
 
+# The start of the tip ComfyUI appends to an out-of-memory exception message (execution.py).
+COMFYUI_OOM_TIP = "This error means you ran out of memory on your GPU."
+
 
 class CancelledByCaller(Exception):
     """The job was cancelled while its prompt was running; the caller interrupts and re-raises."""
@@ -302,12 +305,21 @@ def describe_failure(messages: dict[str, dict[str, Any]]) -> str:
     if "execution_error" in messages:
         data = messages["execution_error"]
         text = str(data.get("exception_message", "")).strip()
-        return (f"ComfyUI failed at node {data.get('node_id')} ({data.get('node_type')}): "
-                f"{data.get('exception_type', 'error')}: {text}")
+        node = f"node {data.get('node_id')} ({data.get('node_type')})"
+        if str(data.get("exception_type", "")).endswith("OutOfMemoryError"):
+            return _out_of_memory(node, text)
+        return f"ComfyUI failed at {node}: {data.get('exception_type', 'error')}: {text}"
     if "execution_interrupted" in messages:
         data = messages["execution_interrupted"]
         return f"ComfyUI interrupted the job at node {data.get('node_id')} ({data.get('node_type')})."
     return "ComfyUI ended the job with an error but did not say why."
+
+
+def _out_of_memory(node: str, text: str) -> str:
+    """ComfyUI's own tip (about batch_size) does not apply to these workflows; say what does."""
+    detail = text.split(COMFYUI_OOM_TIP, 1)[0].strip().rstrip(".")
+    return (f"The GPU ran out of memory at {node}: {detail}. Ask for a smaller width and height, "
+            "or deploy the endpoint on a GPU with more memory.")
 
 
 def _json_or_empty(response: requests.Response) -> dict[str, Any]:

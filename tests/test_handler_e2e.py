@@ -186,6 +186,19 @@ def test_execution_error_names_node_class_and_exception(inputs, fake_comfy):
     assert error.startswith("ComfyUI failed at node ") and "(" in error and ":" in error
 
 
+def test_out_of_memory_says_what_to_change_instead_of_comfyuis_batch_size_tip(inputs, fake_comfy):
+    fake_comfy.scenario = "execution_error"
+    fake_comfy.error_type = "torch.OutOfMemoryError"
+    fake_comfy.error_message = (  # as ComfyUI's execution.py words it
+        "Allocation on device 0 would exceed allowed memory. (out of memory)\nCurrently allocated     : 22.10 GiB\n"
+        "This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before you might "
+        "have accidentally set the batch_size to a large number.")
+    error = run(single(inputs, width=1024, height=1024))["error"]
+    assert error.startswith("The GPU ran out of memory at node ")
+    assert "Allocation on device 0 would exceed allowed memory" in error
+    assert "smaller width and height" in error and "batch_size" not in error
+
+
 def test_interrupt_from_outside_is_reported(inputs, fake_comfy):
     fake_comfy.scenario = "interrupt_soon"
     assert "ComfyUI interrupted the job at node" in run(single(inputs))["error"]
