@@ -87,6 +87,7 @@ class Settings:
     s3_url_expiry_s: int = 7 * 24 * 3600
     run_startup_checks: bool = True
     attention_mode: str | None = None
+    allow_standin_models: bool = False
 
     @property
     def examples_dir(self) -> Path:
@@ -139,6 +140,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         s3_url_expiry_s=int(_number(env, "S3_URL_EXPIRY_S", Settings.s3_url_expiry_s, int)),
         run_startup_checks=_flag(env, "RUN_STARTUP_CHECKS", True),
         attention_mode=_attention_mode(env),
+        allow_standin_models=_flag(env, "ALLOW_STANDIN_MODELS", False),
     )
 
 
