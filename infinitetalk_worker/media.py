@@ -61,6 +61,7 @@ class PreparedMedia:
 
     files: dict[str, Path] = field(default_factory=dict)
     audio_seconds: dict[str, float] = field(default_factory=dict)
+    audio_tracks: dict[str, tuple[int, int]] = field(default_factory=dict)  # slot -> (samples, rate) decoded
     image_size: tuple[int, int] | None = None
     video_seconds: float | None = None
 
@@ -113,7 +114,9 @@ def _probe(slot: str, key: str, path: Path, media: PreparedMedia, settings: Sett
     elif kind == "video":
         media.video_seconds = probe_video(path, key, settings)
     else:
-        media.audio_seconds[slot] = probe_audio(path, key, settings)
+        samples, rate = probe_audio_track(path, key, settings)
+        media.audio_tracks[slot] = (samples, rate)
+        media.audio_seconds[slot] = samples / rate
 
 
 def fetch_source(slot: str, key: str, value: str, job_dir: Path, settings: Settings) -> Path:
@@ -345,18 +348,24 @@ def check_image(path: Path, key: str, settings: Settings) -> tuple[int, int]:
 
 def probe_audio(path: Path, key: str, settings: Settings) -> float:
     """Decode the whole first audio track: proves it is playable and gives its exact length."""
+    samples, rate = probe_audio_track(path, key, settings)
+    return samples / rate
+
+
+def probe_audio_track(path: Path, key: str, settings: Settings) -> tuple[int, int]:
+    """(samples, sample rate) of the first audio track as ComfyUI's LoadAudio decodes it (PyAV)."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise InputError(key, "the data is not audio (no audio track found).")
-            return _decoded_seconds(container, key, settings.max_audio_seconds)
+            return _decoded_samples(container, key, settings.max_audio_seconds)
     except InputError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise InputError(key, f"the data is not readable audio ({_reason(exc)}).") from None
 
 
-def _decoded_seconds(container, key: str, limit: float) -> float:
+def _decoded_samples(container, key: str, limit: float) -> tuple[int, int]:
     stream = container.streams.audio[0]
     samples, rate = 0, stream.rate or stream.codec_context.sample_rate
     for frame in container.decode(stream):
@@ -366,7 +375,7 @@ def _decoded_seconds(container, key: str, limit: float) -> float:
             raise InputError(key, f"the audio is longer than the {limit:g}-second limit.")
     if not samples or not rate:
         raise InputError(key, "the audio track is empty.")
-    return samples / rate
+    return samples, rate
 
 
 def probe_video(path: Path, key: str, settings: Settings) -> float:
