@@ -48,6 +48,16 @@ def _boolean(value: Any) -> Any:
     raise ValueError('must be true or false (a JSON boolean or the string "true"/"false")')
 
 
+def is_probe(raw: Any) -> bool:
+    """Whether a job input is the ``test`` health probe, for every value the model reads as true."""
+    if not isinstance(raw, dict) or "test" not in raw:
+        return False
+    try:
+        return _boolean(raw["test"]) is True
+    except ValueError:
+        return False
+
+
 def _integer(value: Any) -> Any:
     """Whole numbers, also as digit strings or integral floats; never booleans."""
     if isinstance(value, bool):
