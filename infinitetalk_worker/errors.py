@@ -1,7 +1,48 @@
-"""Errors a job can end with; each carries the English sentence the client will read."""
+"""Errors a job can end with; each carries the English sentence the client will read.
+
+A message that quotes what the user sent goes through ``shown`` (or ``shown_url``), so an error never
+echoes more than ``MAX_SHOWN_CHARS`` of it, however long the value is.
+"""
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+#: The most characters of a user's value an error or warning repeats.
+MAX_SHOWN_CHARS = 60
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = MAX_SHOWN_CHARS
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+_REPR.maxlevel = 2
+
+
+def shown(value: Any) -> str:
+    """A user's value as a message quotes it: its repr, the middle cut out when it is long, with the length."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an integer too long for Python to print
+        return "a number too long to show"
+    if isinstance(value, str) and len(repr(value[:MAX_SHOWN_CHARS])) > MAX_SHOWN_CHARS:  # reprlib cut it
+        return f"{text} ({len(value)} characters)"
+    return text
+
+
+def shown_url(url: str) -> str:
+    """A URL as scheme://host:port/path, quoted and bounded: no credentials, no query (it may carry a signature)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return shown(f"{parts.scheme}://{host}{parts.path}" if parts.scheme or host else parts.path)
+
+
+def english_list(items: Iterable[str], last: str = "or") -> str:
+    """``a, b or c``: how a message names a choice."""
+    words = list(items)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}"
 
 class WorkerError(Exception):
     """A job failure whose message is safe and useful to show to the caller."""

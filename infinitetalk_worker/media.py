@@ -36,7 +36,7 @@ import urllib3.util.connection
 from PIL import Image, ImageDraw
 
 from .config import REPO_ROOT, Settings
-from .errors import InputError, WorkerError
+from .errors import InputError, WorkerError, english_list, shown, shown_url
 from .request import JobRequest
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ CHUNK_BYTES = 1 << 20
 BASE64_CHUNK_CHARS = 4 * (1 << 20)
 SOUNDTRACK_RATE = 48000
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpg", "GIF": "gif"}
+IMAGE_FORMAT_NAMES = english_list(dict.fromkeys({"WEBP": "WebP", "MPO": "JPEG"}.get(f, f) for f in IMAGE_FORMATS))
 DATA_URI_FAMILIES = {"image": ("image",), "video": ("video", "image/gif"), "audio": ("audio", "video")}
 BASE64_CLEANUP = str.maketrans("-_", "+/", " \t\n\r\v\f")  # URL-safe to standard, whitespace out
 NOT_STANDARD_BASE64 = re.compile(r"[-_\s]")
@@ -142,13 +143,13 @@ def resolve_input_path(key: str, value: str, settings: Settings) -> Path:
     roots = [root.resolve() for root in settings.input_roots]
     if not any(path == root or root in path.parents for root in roots):
         allowed = ", ".join(str(root) for root in roots)
-        raise InputError(key, f"{value!r} is outside the directories inputs may come from ({allowed}).")
+        raise InputError(key, f"{shown(value)} is outside the directories inputs may come from ({allowed}).")
     if path.name.endswith("]"):
         raise InputError(key, "file names ending in ']' are not accepted (ComfyUI reads them as annotations).")
     if not path.is_file():
-        raise InputError(key, f"{value!r} does not exist or is not a file.")
+        raise InputError(key, f"{shown(value)} does not exist or is not a file.")
     if path.stat().st_size == 0:
-        raise InputError(key, f"{value!r} is empty.")
+        raise InputError(key, f"{shown(value)} is empty.")
     return path
 
 
@@ -160,7 +161,7 @@ def check_public_url(key: str, url: str, settings: Settings) -> str | None:
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise InputError(key, f"only http and https URLs are accepted, not {parts.scheme or 'a bare path'!r}.")
+        raise InputError(key, f"only http and https URLs are accepted, not {shown(parts.scheme) if parts.scheme else 'a bare path'}.")
     if not parts.hostname:
         raise InputError(key, "the URL has no host.")
     if settings.allow_private_urls:
@@ -168,12 +169,12 @@ def check_public_url(key: str, url: str, settings: Settings) -> str | None:
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
-        raise InputError(key, f"the host {parts.hostname!r} could not be resolved ({exc}).") from None
+        raise InputError(key, f"the host {shown(parts.hostname)} could not be resolved ({exc}).") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
         if not address.is_global or address.is_multicast:
             raise InputError(
-                key, f"the host {parts.hostname!r} resolves to {address}, a non-public address the worker does not fetch."
+                key, f"the host {shown(parts.hostname)} resolves to {address}, a non-public address the worker does not fetch."
             )
     return infos[0][4][0]
 
@@ -280,8 +281,7 @@ def _stream_body(response: requests.Response, key: str, sink, settings: Settings
 
 def _shown(url: str) -> str:
     """A URL without its query string, which may carry a signature, for messages and logs."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}{parts.path}"
+    return shown_url(url)
 
 
 def decode_base64(key: str, value: str, kind: str, target: Path, settings: Settings) -> None:
@@ -321,7 +321,7 @@ def _strip_data_uri(key: str, value: str, kind: str) -> str:
     mime = header[5:].split(";")[0].strip().lower()
     accepted = DATA_URI_FAMILIES[kind]
     if mime and mime != "application/octet-stream" and not mime.startswith(tuple(f"{a}" for a in accepted)):
-        raise InputError(key, f"the data URI says {mime!r}, but this field takes {kind} data.")
+        raise InputError(key, f"the data URI says {shown(mime)}, but this field takes {kind} data.")
     return payload
 
 
@@ -330,7 +330,7 @@ def check_image(path: Path, key: str, settings: Settings) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             if image.format not in IMAGE_FORMATS:
-                raise InputError(key, f"{image.format} images are not accepted; send PNG, JPEG or WebP.")
+                raise InputError(key, f"{image.format} images are not accepted; send {IMAGE_FORMAT_NAMES}.")
             width, height = image.size
             if width * height > settings.max_image_pixels:
                 raise InputError(

@@ -67,5 +67,5 @@ def test_pinned_https_download_keeps_sni_and_certificate_checks(tls_server, tmp_
 
 
 def test_a_certificate_for_another_name_is_refused(tls_server, tmp_path):
-    with pytest.raises(InputError, match="wav_url: the download from https://127.0.0.1/v.wav failed: SSLError"):
+    with pytest.raises(InputError, match=f"wav_url: the download from 'https://127.0.0.1:{tls_server}/v.wav' failed: SSLError"):
         media.download_url("wav_url", f"https://127.0.0.1:{tls_server}/v.wav", tmp_path / "b.bin", Settings())
