@@ -1,7 +1,7 @@
 """What the benchmarks share: a ComfyUI to run against, the worker, media, and process figures.
 
 Benchmarks run the real handler in this process and ComfyUI in another one (the real ComfyUI at
-COMFYUI_URL when it answers, otherwise the fake from tests/fake_comfyui.py started as a process),
+COMFYUI_URL when it answers, otherwise the fake from testsupport/fake_comfyui.py started as a process),
 so the figures taken from /proc/self are the worker's alone.
 """
 
@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TESTS = REPO_ROOT / "tests"
-for extra in (REPO_ROOT, TESTS):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 
 from infinitetalk_worker.config import Settings  # noqa: E402
 
@@ -52,7 +50,7 @@ def free_port() -> int:
 
 
 class FakeComfyProcess:
-    """tests/fake_comfyui.py as its own process; ``pad_bytes`` makes every result that much larger."""
+    """testsupport/fake_comfyui.py as its own process; ``pad_bytes`` makes every result that much larger."""
 
     def __init__(self, root: Path, pad_bytes: int = 0) -> None:
         self.root = root
@@ -165,7 +163,7 @@ def jobs_for(inputs: Path, size: int = 128) -> dict[str, dict[str, Any]]:
 
 
 def make_inputs(folder: Path) -> Path:
-    from media_factory import make_image, make_video, make_wav
+    from testsupport.media_factory import make_image, make_video, make_wav
 
     folder.mkdir(parents=True, exist_ok=True)
     make_image(folder / "portrait.png", (320, 240))

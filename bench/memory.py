@@ -2,7 +2,7 @@
 
     python bench/memory.py [--input-mb 100] [--result-mb 50]
 
-ComfyUI is the fake (tests/fake_comfyui.py, via bench/padded_comfyui.py) in its own process, made
+ComfyUI is the fake (testsupport/fake_comfyui.py, via bench/padded_comfyui.py) in its own process, made
 to return a valid MP4 padded to the result size, so every figure here is the worker's alone. Each
 case runs in a fresh child process: one small job first (so one-time allocations are behind it),
 then the job input is built (a 100 MB Base64 string: WAV audio, 48 kHz stereo), then the baseline

@@ -1,4 +1,4 @@
-"""The fake ComfyUI (tests/fake_comfyui.py) as a process whose videos can be made larger on demand.
+"""The fake ComfyUI (testsupport/fake_comfyui.py) as a process whose videos can be made larger on demand.
 
 ``--pad-bytes N`` appends an MP4 ``free`` box of N random bytes to every video it renders: the file
 stays a valid, playable MP4 (players skip ``free`` boxes) but weighs what a long real result weighs,
@@ -15,9 +15,9 @@ import sys
 import threading
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fake_comfyui import FakeComfyUI  # noqa: E402
+from testsupport.fake_comfyui import FakeComfyUI  # noqa: E402
 
 
 class PaddedComfyUI(FakeComfyUI):

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from fake_comfyui import FakeComfyUI
+from testsupport.fake_comfyui import FakeComfyUI
 
 
 # -- fake ComfyUI ------------------------------------------------------------------------------

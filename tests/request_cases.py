@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from media_factory import make_image, make_video, make_wav
+from testsupport.media_factory import make_image, make_video, make_wav
 
 OPTIONS = {
     "seed": 1234, "steps": 8, "cfg": 2.5, "shift": 7.0, "audio_scale": 1.2,

@@ -13,7 +13,7 @@ from infinitetalk_worker.config import Settings
 from infinitetalk_worker.delivery import FORBIDDEN_KEYS, deliver, video_metadata, write_to_volume
 from infinitetalk_worker.errors import DeliveryError
 from infinitetalk_worker.request import parse_request
-from media_factory import make_video
+from testsupport.media_factory import make_video
 
 META = {"seed": 3, "workflow": "i2v_single.json", "timings": {"inputs_s": 0.1}}
 

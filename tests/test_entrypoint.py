@@ -19,7 +19,7 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = REPO_ROOT / "entrypoint.sh"
 ATTENTION_SCRIPT = REPO_ROOT / "scripts" / "attention_mode.py"
-FAKE_COMFYUI = REPO_ROOT / "tests" / "fake_comfyui.py"
+FAKE_COMFYUI = REPO_ROOT / "testsupport" / "fake_comfyui.py"
 SMOKE_WORKFLOWS = REPO_ROOT / "workflows" / "smoke"
 
 
@@ -90,7 +90,7 @@ print("stand-in ComfyUI: loading forever", flush=True)
 time.sleep(3600)
 """
 
-# Execs the project's fake ComfyUI (tests/fake_comfyui.py) with the port entrypoint.sh chose.
+# Execs the project's fake ComfyUI (testsupport/fake_comfyui.py) with the port entrypoint.sh chose.
 FAKE_COMFYUI_LAUNCHER = """
 import os, sys
 args = sys.argv[1:]

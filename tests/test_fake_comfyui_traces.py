@@ -27,8 +27,8 @@ import requests
 import websocket
 from PIL import Image
 
-from fake_comfyui import FakeComfyUI
-from media_factory import make_wav
+from testsupport.fake_comfyui import FakeComfyUI
+from testsupport.media_factory import make_wav
 
 SHARED = Path(__file__).resolve().parent / "data" / "comfyui"
 TRACES = SHARED / "traces"
@@ -629,7 +629,7 @@ def test_standalone_process_serves_and_stops_quietly_on_sigterm(tmp_path):
     with socket.socket() as probe_socket:
         probe_socket.bind(("127.0.0.1", 0))
         port = probe_socket.getsockname()[1]
-    script = Path(__file__).with_name("fake_comfyui.py")
+    script = Path(__file__).resolve().parents[1] / "testsupport" / "fake_comfyui.py"
     process = subprocess.Popen([sys.executable, str(script), "--port", str(port), "--root", str(tmp_path / "c")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -39,10 +39,10 @@ import pytest
 
 import handler as handler_module
 from infinitetalk_worker.config import REPO_ROOT, Settings
-from media_factory import make_image, make_wav, probe
+from testsupport.media_factory import make_image, make_wav, probe
 
 SMOKE = REPO_ROOT / "workflows" / "smoke"
-FAKE_SCRIPT = Path(__file__).resolve().parent / "fake_comfyui.py"
+FAKE_SCRIPT = Path(__file__).resolve().parents[1] / "testsupport" / "fake_comfyui.py"
 LOG_LINES = ["Starting server", "", "To see the GUI go to: http://127.0.0.1:PORT",
              "got prompt", " 50%|#####     | 2/4 [00:01<00:01,  1.9it/s]"]
 

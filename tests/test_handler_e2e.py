@@ -17,7 +17,7 @@ import pytest
 
 import handler as handler_module
 from infinitetalk_worker.config import REPO_ROOT, Settings
-from media_factory import make_image, make_video, make_wav, probe
+from testsupport.media_factory import make_image, make_video, make_wav, probe
 
 SMOKE = REPO_ROOT / "workflows" / "smoke"
 

@@ -36,8 +36,8 @@ import urllib3.util.connection
 import handler as handler_module
 from infinitetalk_worker import media as media_module
 from infinitetalk_worker.config import REPO_ROOT, Settings
-from fake_comfyui import FakeComfyUI
-from media_factory import make_encoded_audio, make_image, make_video, make_wav
+from testsupport.fake_comfyui import FakeComfyUI
+from testsupport.media_factory import make_encoded_audio, make_image, make_video, make_wav
 
 SMOKE = REPO_ROOT / "workflows" / "smoke"
 EXAMPLES = REPO_ROOT / "examples"

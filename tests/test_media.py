@@ -28,7 +28,7 @@ from infinitetalk_worker.media import (
     resolve_input_path,
 )
 from infinitetalk_worker.request import parse_request
-from media_factory import make_encoded_audio, make_image, make_video, make_wav
+from testsupport.media_factory import make_encoded_audio, make_image, make_video, make_wav
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from live_comfyui import COMFYUI_URL, comfyui_answers  # noqa: E402
-from media_factory import make_image, make_video, make_wav  # noqa: E402
+from testsupport.media_factory import make_image, make_video, make_wav  # noqa: E402
 
 FPS = 25
 # Output keys Engui Studio would take for the result before `video` (design §3).

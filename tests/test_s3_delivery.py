@@ -148,7 +148,7 @@ def test_an_unreachable_endpoint_is_a_delivery_error(settings, tmp_path):
 
 
 def _real_video(tmp_path):
-    from media_factory import make_video
+    from testsupport.media_factory import make_video
 
     return make_video(tmp_path / "out.mp4", 1.0, (64, 48), with_audio=True)
 

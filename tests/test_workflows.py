@@ -129,7 +129,7 @@ def test_attention_mode_setting_reaches_the_model_loader_of_every_production_gra
 
 def test_render_command_prints_the_graph_and_names_bad_fields(tmp_path, capsys, monkeypatch):
     from infinitetalk_worker.__main__ import main
-    from media_factory import make_image, make_wav
+    from testsupport.media_factory import make_image, make_wav
 
     monkeypatch.setenv("ALLOWED_INPUT_ROOTS", str(tmp_path))
     monkeypatch.setenv("WORKFLOW_DIR", str(Path(__file__).resolve().parents[1] / "workflows"))

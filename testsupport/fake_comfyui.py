@@ -9,7 +9,7 @@ on real files. Test infrastructure only: nothing in the product may import it.
 
 Use it as a context manager or through the ``fake_comfy`` pytest fixture, or standalone::
 
-    python tests/fake_comfyui.py --port 8188 --root DIR [--scenario success_vhs]
+    python testsupport/fake_comfyui.py --port 8188 --root DIR [--scenario success_vhs]
 
 Scenarios (``server.scenario``, read when a prompt is POSTed): see ``SCENARIOS``.
 """
