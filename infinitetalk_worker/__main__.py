@@ -9,7 +9,7 @@ import sys
 
 # Each module adds its own subcommands through register_commands(subparsers).
 COMMAND_MODULES = (
-    "infinitetalk_worker.workflows",
+    "infinitetalk_worker.pipeline",
     "infinitetalk_worker.node_lock",
     "infinitetalk_worker.startup_checks",
     "infinitetalk_worker.model_download",

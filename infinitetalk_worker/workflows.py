@@ -7,28 +7,22 @@ that carries the roles (the production four, the CPU smoke set, a user's own) ru
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
-import math
 import secrets
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Settings, load_settings
-from .errors import WorkerError, WorkflowError
-from .media import PreparedMedia, prepare_media
-from .request import JobRequest, parse_request
+from .errors import WorkflowError
+from .frames import frame_count
+from .media import PreparedMedia
+from .request import JobRequest
 from .roles import OUTPUT_ROLE, REQUIRED_ROLES, ROLE_INPUTS, roles_of
 
 log = logging.getLogger(__name__)
 
-FPS = 25
 WORKFLOW_FILES: dict[tuple[str, str], str] = {
     ("image", "single"): "i2v_single.json",
     ("image", "multi"): "i2v_multi.json",
@@ -107,13 +101,6 @@ def load_workflow_set(directory: Path) -> dict[tuple[str, str], Workflow]:
     return workflows
 
 
-def frame_count(audio_seconds: list[float], multi_audio_type: str, max_frame: int | None) -> int:
-    """Frames at 25 fps covering the audio: longest track (para) or all in a row (add), capped."""
-    seconds = sum(audio_seconds) if multi_audio_type == "add" else max(audio_seconds)
-    frames = max(1, math.ceil(round(seconds * FPS, 6)))
-    return min(frames, max_frame) if max_frame else frames
-
-
 def patch_workflow(workflow: Workflow, values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
     """A copy of the graph with every value written where its role says.
 
@@ -139,10 +126,14 @@ def patch_workflow(workflow: Workflow, values: dict[str, Any], explicit: set[str
 
 
 def graph_values(request: JobRequest, media: PreparedMedia, seed: int, filename_prefix: str,
-                 attention_mode: str | None = None) -> dict[str, Any]:
-    """Every value a graph may take for this job, keyed by the names ``ROLE_INPUTS`` uses."""
+                 attention_mode: str | None = None, separated: bool = True) -> dict[str, Any]:
+    """Every value a graph may take for this job, keyed by the names ``ROLE_INPUTS`` uses.
+
+    ``separated``: the graph passes the voices through vocal separation (it resamples them, which
+    the frame count must follow).
+    """
     width, height = request.rounded_size
-    audio = [media.audio_seconds[slot] for slot in ("audio_1", "audio_2") if slot in media.audio_seconds]
+    tracks = [media.audio_tracks[slot] for slot in ("audio_1", "audio_2") if slot in media.audio_tracks]
     multi = request.person_count == "multi"
     values: dict[str, Any] = {f"{slot}_file": str(path) for slot, path in media.files.items()}
     values.update(
@@ -150,7 +141,7 @@ def graph_values(request: JobRequest, media: PreparedMedia, seed: int, filename_
         negative_prompt=request.negative_prompt,
         width=width,
         height=height,
-        num_frames=frame_count(audio, request.multi_audio_type, request.max_frame),
+        num_frames=frame_count(tracks, request.multi_audio_type if multi else "para", request.max_frame, separated),
         seed=seed,
         steps=request.steps,
         cfg=request.cfg,
@@ -173,35 +164,3 @@ def explicit_values(request: JobRequest) -> set[str]:
 def new_seed() -> int:
     """A random seed that survives a round trip through JavaScript numbers."""
     return secrets.randbelow(2**32)
-
-
-def render_request(raw_input: dict[str, Any], settings: Settings, job_dir: Path | None = None) -> dict[str, Any]:
-    """The exact graph the worker would submit for a job input (its media files stay in ``job_dir``)."""
-    request = parse_request(raw_input, settings.max_prompt_chars)
-    workflow = load_workflow_set(settings.workflow_dir)[request.kind]
-    job_dir = job_dir or Path(tempfile.mkdtemp(prefix="infinitetalk-render-"))
-    media = prepare_media(request, job_dir, settings)
-    seed = request.seed if request.seed is not None else new_seed()
-    values = graph_values(request, media, seed, f"infinitetalk/render-{seed}", settings.attention_mode)
-    return patch_workflow(workflow, values, explicit_values(request))
-
-
-def register_commands(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("render", help="print the exact graph the worker would submit for a request")
-    parser.add_argument("request", type=Path, help="a JSON file: the job input, or {'input': {...}}")
-    parser.set_defaults(func=_render_command)
-
-
-def _render_command(args: argparse.Namespace) -> int:
-    document = json.loads(args.request.read_text())
-    raw_input = document.get("input", document) if isinstance(document, dict) else document
-    job_dir = Path(tempfile.mkdtemp(prefix="infinitetalk-render-"))
-    try:
-        graph = render_request(raw_input, load_settings(), job_dir)
-    except WorkerError as exc:
-        shutil.rmtree(job_dir, ignore_errors=True)
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
-    sys.stdout.write(json.dumps(graph, indent=1) + "\n")
-    sys.stderr.write(f"(derived media files kept in {job_dir})\n")
-    return 0

@@ -33,7 +33,7 @@ from request_cases import CASE_IDS, CASES, case_input, make_case_media  # noqa: 
 from infinitetalk_worker.comfy_client import ComfyClient, describe_rejection  # noqa: E402
 from infinitetalk_worker.config import load_settings  # noqa: E402
 from infinitetalk_worker.startup_checks import run_startup_checks  # noqa: E402
-from infinitetalk_worker.workflows import render_request  # noqa: E402
+from infinitetalk_worker.pipeline import render  # noqa: E402
 
 WORKFLOWS = REPO_ROOT / "workflows"
 
@@ -66,7 +66,7 @@ def test_start_up_checks_pass_for_the_production_set():
 def test_rendered_graph_is_accepted_by_prompt(tmp_path, media, client, kind, people, extra):
     settings = load_settings({"ALLOWED_INPUT_ROOTS": str(Path(media["wav_path"]).parent),
                               "WORKFLOW_DIR": str(WORKFLOWS)})
-    graph = render_request(case_input(kind, people, extra, media), settings, tmp_path)
+    graph = render(case_input(kind, people, extra, media), settings, tmp_path).graph
     prompt_id = str(uuid.uuid4())
 
     response = requests.post(f"{COMFYUI_URL}/prompt", timeout=60,

@@ -28,7 +28,7 @@ from infinitetalk_worker.node_lock import (
     validate_graph,
 )
 from infinitetalk_worker.roles import REQUIRED_ROLES, ROLE_INPUTS, roles_of
-from infinitetalk_worker.workflows import render_request
+from infinitetalk_worker.pipeline import render
 
 WORKFLOWS = REPO_ROOT / "workflows"
 SMOKE = WORKFLOWS / "smoke"
@@ -242,7 +242,7 @@ def test_rendered_graph_is_valid(tmp_path, media, workflow_dir, kind, people, ex
     job_dir = tmp_path / "job"
     job_dir.mkdir()
 
-    graph = render_request(raw, settings, job_dir)
+    graph = render(raw, settings, job_dir).graph
 
     assert [str(p) for p in validate_graph(graph, LOCK, MODELS, "rendered")] == []
     if workflow_dir == WORKFLOWS:
@@ -285,7 +285,7 @@ def test_every_speaker_region_mask_covers_at_least_one_token_cell(tmp_path, medi
         raw["speaker_boxes"] = boxes
     settings = load_settings({"ALLOWED_INPUT_ROOTS": str(tmp_path), "WORKFLOW_DIR": str(WORKFLOWS)})
     (tmp_path / "job").mkdir()
-    graph = render_request(raw, settings, tmp_path / "job")
+    graph = render(raw, settings, tmp_path / "job").graph
     for role in ("speaker_mask_1", "speaker_mask_2", "speaker_mask_background"):
         (_, mask), = with_role(graph, role)
         assert _token_cells_covered(mask["inputs"]["image"], 512, 512) > 0, role

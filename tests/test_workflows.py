@@ -13,7 +13,6 @@ from infinitetalk_worker.request import parse_request
 from infinitetalk_worker.workflows import (
     WORKFLOW_FILES,
     explicit_values,
-    frame_count,
     graph_values,
     load_workflow,
     load_workflow_set,
@@ -46,15 +45,7 @@ def write(path: Path, graph) -> Path:
 
 def media_for(tmp_path, seconds=2.0):
     return PreparedMedia(files={"image": tmp_path / "face.png", "audio_1": tmp_path / "voice.wav"},
-                         audio_seconds={"audio_1": seconds})
-
-
-@pytest.mark.parametrize("seconds,mode,cap,expected", [
-    ([2.0], "para", None, 50), ([2.01], "para", None, 51), ([1.0, 3.0], "para", None, 75),
-    ([1.0, 3.0], "add", None, 100), ([10.0], "para", 81, 81), ([0.001], "para", None, 1),
-])
-def test_frame_count_covers_the_audio_at_25_fps(seconds, mode, cap, expected):
-    assert frame_count(seconds, mode, cap) == expected
+                         audio_seconds={"audio_1": seconds}, audio_tracks={"audio_1": (int(seconds * 16000), 16000)})
 
 
 def test_patching_writes_every_value_by_role_and_leaves_the_original_alone(tmp_path):

@@ -1,0 +1,258 @@
+"""The one job path: request -> media -> graph -> ComfyUI -> delivery.
+
+The RunPod handler, the ``render`` command and the rehearsal all go through ``Pipeline``, so
+what is rehearsed and what ``render`` prints is exactly what a deployed worker does. Everything
+that can be loaded once (settings, the ComfyUI client, the four graphs, the start-up findings)
+is held by one ``Pipeline`` per process; a job only copies a graph and patches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__, s3_delivery
+from .comfy_client import ComfyClient, PromptResult, delete_output_files
+from .config import Settings, load_settings
+from .delivery import check_destination, deliver, video_metadata
+from .errors import WorkerError
+from .frames import FPS, MAX_NODE_FRAMES
+from .logs import current_job_id
+from .media import PreparedMedia, job_directory, prepare_media
+from .progress import ProgressReporter
+from .request import JobRequest, is_probe, parse_request
+from .standin_graph import StandinRun, adapt_for_standins
+from .workflows import Workflow, explicit_values, graph_values, load_workflow_set, new_seed, patch_workflow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StartupState:
+    """What the start-up checks found that jobs must know about (missing or stand-in models)."""
+
+    missing_models: list[str] = field(default_factory=list)
+    standin_models: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_report(cls, report: Any) -> StartupState:
+        """From what ``run_startup_checks`` returns (nothing when the checks were skipped)."""
+        if report is None:
+            return cls()
+        return cls(list(getattr(report, "missing_models", [])), list(getattr(report, "standin_models", [])),
+                   dict(getattr(report, "versions", {})))
+
+
+@dataclass
+class JobPlan:
+    """Everything decided before ComfyUI runs: the graph to submit and what the result will say."""
+
+    request: JobRequest
+    workflow: Workflow
+    media: PreparedMedia
+    seed: int
+    name: str
+    graph: dict[str, Any]
+    frames: int
+    warnings: list[str]
+    graph_changes: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    """One process's job path; safe to share between jobs (per-job state lives in ``JobPlan``)."""
+
+    def __init__(self, settings: Settings, startup: StartupState | None = None,
+                 standin_run: StandinRun | None = None) -> None:
+        self.settings = settings
+        self.startup = startup or StartupState()
+        self.standin_run = standin_run or StandinRun()
+        self.client = ComfyClient(settings.comfyui_url, settings.http_timeout_s, settings.ws_idle_timeout_s,
+                                  settings.comfyui_log_file)
+        self.workflows = load_workflow_set(settings.workflow_dir)
+        s3_delivery.warm_up(settings)
+
+    # -- the RunPod job --------------------------------------------------------------------------
+
+    async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+        """One RunPod job in, one result out; every failure becomes ``{"error": sentence}``."""
+        job_id = str(job.get("id") or "local")
+        current_job_id.set(job_id)
+        raw = job.get("input")
+        try:
+            if is_probe(raw):
+                return await asyncio.to_thread(self.readiness)
+            self._refuse_without_models()
+            request = parse_request(raw, self.settings.max_prompt_chars)
+            with job_directory(self.settings, job_id) as job_dir:
+                return await self.run(job, request, job_dir)
+        except WorkerError as exc:
+            log.warning("job failed: %s", exc)
+            return {"error": str(exc), "refresh_worker": True} if exc.refresh_worker else {"error": str(exc)}
+        except Exception as exc:  # the worker must keep serving: report, don't crash
+            log.exception("unexpected failure")
+            return {"error": f"Internal worker error ({type(exc).__name__}); see the worker log for job {job_id}."}
+
+    def readiness(self) -> dict[str, Any]:
+        """The health probe: ready only when ComfyUI answers and every model file is there."""
+        stats = self.client.system_stats(timeout_s=5)
+        answer: dict[str, Any] = {
+            "ready": not self.startup.missing_models,
+            "comfyui_version": (stats.get("system") or {}).get("comfyui_version"),
+            "worker_version": __version__,
+            "workflow_dir": str(self.settings.workflow_dir),
+            "devices": [device.get("name") for device in stats.get("devices", [])],
+        }
+        if self.startup.missing_models:
+            answer["missing_models"] = list(self.startup.missing_models)
+        if self.startup.standin_models:
+            answer["standin_models"] = list(self.startup.standin_models)
+        if self.startup.versions:
+            answer["versions"] = dict(self.startup.versions)
+        return answer
+
+    def _refuse_without_models(self) -> None:
+        missing = self.startup.missing_models
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise WorkerError(
+                f"This worker has no model files for {shown}: mount a network volume holding them under "
+                f"/runpod-volume/models, or run `python -m infinitetalk_worker download-models`, then restart it."
+            )
+
+    async def run(self, job: dict[str, Any], request: JobRequest, job_dir: Path) -> dict[str, Any]:
+        """Prepare, run in ComfyUI, deliver: the whole job for a validated request."""
+        started = time.monotonic()
+        progress = ProgressReporter(job, self.settings.progress_interval_s)
+        check_destination(request, self.settings)
+        progress.stage("preparing inputs")
+        plan = await asyncio.to_thread(self.plan, request, job_dir, str(job.get("id") or "local"))
+        inputs_done = time.monotonic()
+        progress.use_graph(plan.graph, (plan.workflow.nodes_by_role.get("sampler") or [None])[0])
+        progress.stage("queued in ComfyUI")
+        result = await self._run_prompt(plan, progress, started + self.settings.job_deadline_s)
+        comfy_done = time.monotonic()
+        video = await self._fetch_video(result, plan.name, job_dir)
+        progress.stage("delivering")
+        timings = {"inputs_s": inputs_done - started, "comfyui_s": comfy_done - inputs_done,
+                   "comfyui_execution_s": result.execution_s}
+        output = await asyncio.to_thread(deliver, video, request, plan.name, self.settings,
+                                         self._metadata(plan, video, timings))
+        output["timings"]["total_s"] = round(time.monotonic() - started, 3)
+        log.info("job done in %.2f s (%s, %s frames)", output["timings"]["total_s"], output["delivered_as"],
+                 output["frames"])
+        return output
+
+    # -- the parts render and the rehearsal share ------------------------------------------------
+
+    def plan(self, request: JobRequest, job_dir: Path, job_id: str = "local") -> JobPlan:
+        """Inputs into the job directory, then the exact graph to submit (no ComfyUI call)."""
+        workflow = self.workflows[request.kind]
+        media = prepare_media(request, job_dir, self.settings)
+        seed = request.seed if request.seed is not None else new_seed()
+        name = output_name(job_id)
+        values = graph_values(request, media, seed, f"infinitetalk/{name}", self.settings.attention_mode,
+                              separated=_separates_vocals(workflow))
+        graph = patch_workflow(workflow, values, explicit_values(request))
+        warnings = request.warnings() + _frame_warnings(values["num_frames"], media)
+        changes: list[str] = []
+        if self.settings.allow_standin_models:
+            changes = adapt_for_standins(graph, self.settings, self.standin_run)
+            warnings.append("This video was made with stand-in model weights (ALLOW_STANDIN_MODELS=true): its "
+                            "picture is noise; it proves the job path, not the model.")
+        return JobPlan(request, workflow, media, seed, name, graph, values["num_frames"], warnings, changes)
+
+    def _metadata(self, plan: JobPlan, video: Path, timings: dict[str, float | None]) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "seed": plan.seed, "workflow": plan.workflow.name, **video_metadata(video),
+            "timings": {k: round(v, 3) for k, v in timings.items() if v is not None},
+        }
+        if plan.warnings:
+            metadata["warnings"] = list(plan.warnings)
+        return metadata
+
+    async def _run_prompt(self, plan: JobPlan, progress: ProgressReporter, deadline: float) -> PromptResult:
+        """Run in a thread; on cancellation stop that thread and interrupt the prompt, then re-raise."""
+        prompt_id, cancel = str(uuid.uuid4()), threading.Event()
+        log.info("submitting %s as prompt %s", plan.workflow.name, prompt_id)
+        try:
+            return await asyncio.to_thread(self.client.run_prompt, plan.graph, plan.workflow.output_node,
+                                           prompt_id=prompt_id, deadline=deadline, cancel=cancel,
+                                           on_progress=progress.comfy_event)
+        except asyncio.CancelledError:
+            log.warning("job cancelled; interrupting prompt %s", prompt_id)
+            cancel.set()
+            await asyncio.to_thread(self.client.interrupt, prompt_id)
+            raise
+
+    async def _fetch_video(self, result: PromptResult, name: str, job_dir: Path) -> Path:
+        """Copy ComfyUI's video into the job directory, then remove every file and record it left."""
+        video = job_dir / "output.mp4"
+        try:
+            await asyncio.to_thread(self.client.download, result.files[-1], video)
+        finally:
+            delete_output_files(result.files, name, self.settings.comfyui_dir)
+            self.client.forget(result.prompt_id)
+        return video
+
+
+def _separates_vocals(workflow: Workflow) -> bool:
+    """Whether the voices pass through vocal separation (which resamples them) before the embedding."""
+    return any(node.get("class_type") == "MelBandRoFormerSampler" for node in workflow.graph.values())
+
+
+def _frame_warnings(frames: int, media: PreparedMedia) -> list[str]:
+    """Say so when the pinned nodes' frame maximum, not the audio, sets the video's length."""
+    seconds = max(media.audio_seconds.values(), default=0.0)
+    if frames < MAX_NODE_FRAMES or seconds * FPS <= MAX_NODE_FRAMES:
+        return []
+    return [f"The video stops after {MAX_NODE_FRAMES} frames ({MAX_NODE_FRAMES / FPS:g} s), the most the pinned "
+            f"audio-embedding node makes; the rest of the {seconds:.1f} s of audio is not in it."]
+
+
+def output_name(job_id: str) -> str:
+    """A unique, filesystem-safe name: ComfyUI must never answer with an earlier job's cached file."""
+    safe = re.sub(r"[^A-Za-z0-9-]", "", job_id)[:40] or "job"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:8]}"
+
+
+def render(raw_input: Any, settings: Settings, job_dir: Path) -> JobPlan:
+    """The plan (and graph) the worker would submit for a job input; media files stay in ``job_dir``."""
+    request = parse_request(raw_input, settings.max_prompt_chars)
+    return Pipeline(settings).plan(request, job_dir, "render")
+
+
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("render", help="print the exact graph the worker would submit for a request")
+    parser.add_argument("request", type=Path, help="a JSON file: the job input, or {'input': {...}}")
+    parser.set_defaults(func=_render_command)
+
+
+def _render_command(args: argparse.Namespace) -> int:
+    document = json.loads(args.request.read_text())
+    raw_input = document.get("input", document) if isinstance(document, dict) else document
+    job_dir = Path(tempfile.mkdtemp(prefix="infinitetalk-render-"))
+    try:
+        plan = render(raw_input, load_settings(), job_dir)
+    except WorkerError as exc:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    sys.stdout.write(json.dumps(plan.graph, indent=1) + "\n")
+    sys.stderr.write(f"{plan.workflow.name}: {plan.frames} frames, seed {plan.seed}\n")
+    for line in plan.warnings + plan.graph_changes:
+        sys.stderr.write(f"  {line}\n")
+    sys.stderr.write(f"(derived media files kept in {job_dir})\n")
+    return 0
