@@ -66,10 +66,10 @@ def volume_mounted(settings: Settings) -> bool:
 def check_destination(request: JobRequest, settings: Settings) -> str:
     """The destination the request asks for, refused before any generation if it cannot take a video:
     finding out after minutes of GPU time would waste them."""
-    asked = request.output or ("volume" if request.network_volume else "base64")
+    asked, key = request.destination
     if asked == "volume" and not volume_mounted(settings):
         raise DeliveryError(
-            f"output: the network volume was requested, but nothing writable is mounted at {settings.volume_root}."
+            f"{key}: the network volume was requested, but nothing writable is mounted at {settings.volume_root}."
         )
     if asked == "s3" and not settings.s3_configured:
         from .s3_delivery import require_settings

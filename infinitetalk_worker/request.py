@@ -6,6 +6,7 @@ Keys nobody reads are kept and reported back as warnings instead of being silent
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Any, Literal
 
@@ -15,11 +16,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from .errors import InputError
+from .errors import InputError, english_list, shown
 
 DEFAULT_PROMPT = "A person talking naturally"
 SIZE_MULTIPLE = 16
@@ -28,7 +30,7 @@ MAX_FRAMES = 10000
 MAX_SEED = 2**64 - 1
 V2V_MIN_STEPS = 3
 MAX_LISTED_KEYS = 20
-MAX_SHOWN_CHARS = 60
+SIMILAR_KEY_CUTOFF = 0.75  # difflib ratio above which an unknown key is taken for a misspelling
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 SLOTS: dict[str, tuple[str, str, str]] = {
@@ -94,48 +96,97 @@ def _source(value: Any) -> Any:
     return value.strip() or None
 
 
-Flag = Annotated[bool, BeforeValidator(_boolean)]
-Int = Annotated[int, BeforeValidator(_integer)]
-Number = Annotated[float, BeforeValidator(_number)]
+Flag = Annotated[
+    bool,
+    BeforeValidator(_boolean),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "false"]}]}),
+]
 Source = Annotated[str | None, BeforeValidator(_source)]
-Box = tuple[Number, Number, Number, Number]
+Number = Annotated[float, BeforeValidator(_number)]
+Coordinate = Annotated[float, BeforeValidator(_number), WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})]
+Box = tuple[Coordinate, Coordinate, Coordinate, Coordinate]
+
+
+def _whole(low: int, high: int) -> Any:
+    """A whole number in [low, high]; the range sits inside the validator so the JSON Schema shows it."""
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(_integer)]
+
+
+def _real(low: float, high: float) -> Any:
+    return Annotated[float, Field(ge=low, le=high), BeforeValidator(_number)]
+
+
+def _described(default: Any, description: str, shown_default: str | None = None) -> Any:
+    """A field's default and meaning; ``shown_default`` is what the docs say when ``None`` stands for something."""
+    extra = {"x-default": shown_default} if shown_default else None
+    return Field(default, description=description, json_schema_extra=extra)
+
+
+def _source_field(slot: str, form: str) -> Any:
+    what, when = SLOT_TEXT[slot]
+    return _described(None, f"{what}, {form}; exactly one of {english_list(SLOTS[slot])} is required {when}")
+
+
+SLOT_TEXT = {
+    "image": ("the portrait", "when input_type is 'image'"),
+    "video": ("the source video", "when input_type is 'video'"),
+    "audio_1": ("speech of speaker 1 (WAV, MP3, M4A/AAC, OGG/Opus, FLAC)", "for every job"),
+    "audio_2": ("speech of speaker 2", "when person_count is 'multi'"),
+}
+AS_PATH = "as a file path inside ALLOWED_INPUT_ROOTS"
+AS_URL = "as an http(s) URL of a public address"
+AS_BASE64 = "as Base64, with or without a data: prefix"
+WORKFLOWS_OWN = "the workflow's"
 
 
 class JobRequest(BaseModel):
-    """A validated job input; defaults are the original worker's, additions are optional."""
+    """The job input (RunPod's ``input``): the original worker's keys and defaults, plus optional additions.
 
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
+    Keys the worker does not know are accepted and listed back in the result's ``warnings``.
+    """
 
-    input_type: Literal["image", "video"] = "image"
-    person_count: Literal["single", "multi"] = "single"
-    image_path: Source = None
-    image_url: Source = None
-    image_base64: Source = None
-    video_path: Source = None
-    video_url: Source = None
-    video_base64: Source = None
-    wav_path: Source = None
-    wav_url: Source = None
-    wav_base64: Source = None
-    wav_path_2: Source = None
-    wav_url_2: Source = None
-    wav_base64_2: Source = None
-    prompt: str = DEFAULT_PROMPT
-    negative_prompt: str | None = None
-    width: Int = Field(512, ge=MIN_SIZE, le=MAX_SIZE)
-    height: Int = Field(512, ge=MIN_SIZE, le=MAX_SIZE)
-    max_frame: Int | None = Field(None, ge=1, le=MAX_FRAMES)
-    force_offload: Flag = True
-    network_volume: Flag = False
-    seed: Int | None = Field(None, ge=0, le=MAX_SEED)
-    steps: Int | None = Field(None, ge=1, le=100)
-    cfg: Number | None = Field(None, ge=0.0, le=30.0)
-    shift: Number | None = Field(None, ge=0.0, le=100.0)
-    audio_scale: Number | None = Field(None, ge=0.0, le=10.0)
-    multi_audio_type: Literal["para", "add"] = "para"
-    speaker_boxes: tuple[Box, Box] | None = None
-    output: Literal["base64", "volume", "s3"] | None = None
-    test: Flag = False
+    # This model is the request's documentation too: ``python -m infinitetalk_worker schema`` prints it as
+    # JSON Schema and the README's request table is generated from it (infinitetalk_worker/schema.py).
+
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=False, title="InfiniteTalk job input")
+
+    input_type: Literal["image", "video"] = _described("image", "animate a still portrait, or re-voice a video")
+    person_count: Literal["single", "multi"] = _described("single", "one voice, or two voices driving two people")
+    image_path: Source = _source_field("image", AS_PATH)
+    image_url: Source = _source_field("image", AS_URL)
+    image_base64: Source = _source_field("image", AS_BASE64)
+    video_path: Source = _source_field("video", AS_PATH)
+    video_url: Source = _source_field("video", AS_URL)
+    video_base64: Source = _source_field("video", AS_BASE64)
+    wav_path: Source = _source_field("audio_1", AS_PATH)
+    wav_url: Source = _source_field("audio_1", AS_URL)
+    wav_base64: Source = _source_field("audio_1", AS_BASE64)
+    wav_path_2: Source = _source_field("audio_2", AS_PATH)
+    wav_url_2: Source = _source_field("audio_2", AS_URL)
+    wav_base64_2: Source = _source_field("audio_2", AS_BASE64)
+    prompt: str = _described(DEFAULT_PROMPT, "what the scene shows; at most MAX_PROMPT_CHARS characters")
+    negative_prompt: str | None = _described(None, "what to avoid (only has an effect when cfg is not 1)", WORKFLOWS_OWN)
+    width: _whole(MIN_SIZE, MAX_SIZE) = _described(512, f"output width, rounded to a multiple of {SIZE_MULTIPLE}")
+    height: _whole(MIN_SIZE, MAX_SIZE) = _described(512, f"output height, rounded to a multiple of {SIZE_MULTIPLE}")
+    max_frame: _whole(1, MAX_FRAMES) | None = _described(None, "cap on the number of frames (25 per second)",
+                                                         "from the audio")
+    force_offload: Flag = _described(True, "offload the model between steps to save VRAM")
+    network_volume: Flag = _described(False, "return video_path on the network volume instead of Base64")
+    seed: _whole(0, MAX_SEED) | None = _described(
+        None, "the same seed and inputs give the same video; always reported back", "random")
+    steps: _whole(1, 100) | None = _described(
+        None, f"sampler steps (at least {V2V_MIN_STEPS} for video input)", WORKFLOWS_OWN)
+    cfg: _real(0.0, 30.0) | None = _described(None, "text guidance (1 = single pass, fastest)", WORKFLOWS_OWN)
+    shift: _real(0.0, 100.0) | None = _described(None, "noise schedule shift", WORKFLOWS_OWN)
+    audio_scale: _real(0.0, 10.0) | None = _described(None, "lip-sync strength", WORKFLOWS_OWN)
+    multi_audio_type: Literal["para", "add"] = _described(
+        "para", "two voices on one timeline (para) or speaker 2 after speaker 1 (add); two-speaker jobs only")
+    speaker_boxes: tuple[Box, Box] | None = _described(
+        None, "the region [x0, y0, x1, y1] each voice drives, in 0..1 of the picture; two-speaker jobs only",
+        "left half / right half")
+    output: Literal["base64", "volume", "s3"] | None = _described(
+        None, "where the result goes (overrides network_volume)", '"base64", or "volume" with network_volume')
+    test: Flag = _described(False, "health probe: answers at once with readiness, runs nothing")
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
@@ -178,8 +229,8 @@ class JobRequest(BaseModel):
         for slot in self.needed_slots():
             given = self.sources_given(slot)
             if not given:
-                keys = ", ".join(SLOTS[slot][:2]) + " or " + SLOTS[slot][2]
-                raise InputError(SLOTS[slot][0], f"one of {keys} is required{self._why_needed(slot)}.")
+                keys = english_list(SLOTS[slot])
+                raise InputError(SLOTS[slot][0], f"one of {keys} is required{self._why_needed(slot)}{self._misspelt(slot) or '.'}")
         for slot in SLOTS:
             given = self.sources_given(slot)
             if len(given) > 1:
@@ -192,6 +243,25 @@ class JobRequest(BaseModel):
         if slot == "audio_2":
             return " when person_count is 'multi'"
         return ""
+
+    def _misspelt(self, slot: str) -> str:
+        """Name an unknown key that looks like one of the slot's keys: the likely reason it is missing."""
+        for key in self.unknown_keys()[:MAX_LISTED_KEYS]:
+            match = similar_key(key, SLOTS[slot])
+            if match:
+                return f"; the unknown key {shown(key)} was ignored: did you mean {match}?"
+        return ""
+
+    def unknown_keys(self) -> list[str]:
+        """Keys nobody reads, sorted so that messages and warnings are stable."""
+        return sorted(str(key) for key in self.model_extra or {})
+
+    @property
+    def destination(self) -> tuple[str, str]:
+        """Where the result was asked to go, and the key that asked, so an error can name what the user set."""
+        if self.output:
+            return self.output, "output"
+        return ("volume", "network_volume") if self.network_volume else ("base64", "output")
 
     def needed_slots(self) -> list[str]:
         """The media slots this kind of job reads, in a stable order."""
@@ -224,8 +294,8 @@ class JobRequest(BaseModel):
 
     def warnings(self) -> list[str]:
         """Keys the worker ignores, so a misspelt key never passes unnoticed (bounded, whatever is sent)."""
-        unknown = sorted(self.model_extra or {})
-        notes = [f"Unknown key {_shown(key)} was ignored." for key in unknown[:MAX_LISTED_KEYS]]
+        unknown = self.unknown_keys()
+        notes = [_unknown_note(key) for key in unknown[:MAX_LISTED_KEYS]]
         if len(unknown) > MAX_LISTED_KEYS:
             notes.append(f"... and {len(unknown) - MAX_LISTED_KEYS} more unknown keys were ignored.")
         for slot in SLOTS:
@@ -248,10 +318,20 @@ def _contains(box: Box, point: tuple[float, float]) -> bool:
     return x0 <= point[0] < x1 and y0 <= point[1] < y1
 
 
-def _shown(value: Any) -> str:
-    """A value as it may appear in a message: quoted, and cut short so an error never echoes megabytes."""
-    text = repr(value) if not isinstance(value, float) else f"{value:g}"
-    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 4] + "...'"
+def similar_key(key: str, known: Any) -> str | None:
+    """The known key an unknown one is most probably a misspelling of (case and - vs _ ignored), if any."""
+    by_folded = {name.lower(): name for name in known}
+    folded = key.lower().replace("-", "_")
+    if folded in by_folded:
+        return by_folded[folded]
+    matches = difflib.get_close_matches(folded, by_folded, n=1, cutoff=SIMILAR_KEY_CUTOFF)
+    return by_folded[matches[0]] if matches else None
+
+
+def _unknown_note(key: str) -> str:
+    match = similar_key(key, JobRequest.model_fields)
+    hint = f"; did you mean {match}?" if match else "."
+    return f"Unknown key {shown(key)} was ignored{hint}"
 
 
 def _round16(value: int) -> int:
@@ -282,7 +362,7 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
         field = ".".join(str(part) for part in error["loc"]) or "input"
         problems.append((field, _sentence(error)))
     field = problems[0][0]
-    text = "; ".join(f"{f} {msg}" if i else msg for i, (f, msg) in enumerate(problems))
+    text = " ".join(msg if i == 0 else f"{f}: {msg}" for i, (f, msg) in enumerate(problems))
     return field, text
 
 
@@ -290,9 +370,9 @@ def _sentence(error: dict[str, Any]) -> str:
     kind, given = error["type"], error.get("input")
     message = error["msg"].replace("Input should", "must").replace("Value error, ", "")
     if kind == "literal_error":
-        return f"{_shown(given)} is not allowed; it {message}."
+        return f"{shown(given)} is not allowed; it {message}."
     if kind.startswith(("greater_than", "less_than")):
-        return f"{_shown(given)} is out of range; it {message}."
+        return f"{shown(given)} is out of range; it {message}."
     if kind == "value_error":
         return message + "."
     return f"{message[0].lower()}{message[1:]} (got {type(given).__name__})."

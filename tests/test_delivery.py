@@ -57,9 +57,10 @@ def test_volume_delivery_writes_a_unique_file(video, settings, tmp_path, extra):
     assert "video" not in result and list(volume.iterdir()) == [volume / "20260101-job-abc.mp4"]
 
 
-def test_volume_requested_but_absent_is_an_error(video, settings):
-    with pytest.raises(DeliveryError, match="output: the network volume was requested, but nothing writable is mounted"):
-        deliver(video, request(network_volume=True), "n", settings, META)
+@pytest.mark.parametrize("key,value", [("network_volume", True), ("output", "volume")])
+def test_volume_requested_but_absent_is_an_error_naming_the_key_that_asked(video, settings, key, value):
+    with pytest.raises(DeliveryError, match=f"^{key}: the network volume was requested, but nothing writable is mounted"):
+        deliver(video, request(**{key: value}), "n", settings, META)
 
 
 def test_too_large_for_inline_goes_to_the_volume_when_there_is_one(video, settings, tmp_path):
@@ -107,5 +108,5 @@ def test_the_inline_limit_cannot_exceed_what_runpod_accepts():
     from infinitetalk_worker.config import SettingsError, load_settings
 
     assert load_settings({"INLINE_OUTPUT_LIMIT_BYTES": "20000000"}).inline_output_limit_bytes == 20_000_000
-    with pytest.raises(SettingsError, match="INLINE_OUTPUT_LIMIT_BYTES=50000000 is over the 20000000 bytes RunPod accepts"):
+    with pytest.raises(SettingsError, match="INLINE_OUTPUT_LIMIT_BYTES='50000000' is over the 20000000 bytes RunPod accepts"):
         load_settings({"INLINE_OUTPUT_LIMIT_BYTES": "50000000"})

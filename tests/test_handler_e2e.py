@@ -268,7 +268,7 @@ def test_a_local_test_run_reports_no_failed_progress_posts(fake_comfy, inputs, t
 
 @pytest.mark.parametrize("extra, message", [
     ({"output": "volume"}, "output: the network volume was requested, but nothing writable is mounted"),
-    ({"network_volume": True}, "output: the network volume was requested, but nothing writable is mounted"),
+    ({"network_volume": True}, "network_volume: the network volume was requested, but nothing writable is mounted"),
     ({"output": "s3"}, "S3 delivery is not configured: set BUCKET_NAME, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY"),
 ])
 def test_a_destination_that_cannot_take_the_video_fails_before_any_generation(fake_comfy, inputs, extra, message):

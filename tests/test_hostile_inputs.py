@@ -801,7 +801,7 @@ def test_unknown_keys_are_accepted_and_listed_back_as_warnings(inputs):
     result = run({**valid_input(inputs), "imagepath": "/typo.png", "guidance": 7, "__proto__": {"x": 1}})
     assert "error" not in result, result.get("error")
     assert result["warnings"] == ["Unknown key '__proto__' was ignored.", "Unknown key 'guidance' was ignored.",
-                                  "Unknown key 'imagepath' was ignored."]
+                                  "Unknown key 'imagepath' was ignored; did you mean image_path?"]
 
 
 def test_over_long_prompt(hostile, inputs):

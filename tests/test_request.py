@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infinitetalk_worker.errors import InputError
-from infinitetalk_worker.request import DEFAULT_PROMPT, parse_request
+from infinitetalk_worker.request import DEFAULT_PROMPT, is_probe, parse_request
 
 BASE = {"image_path": "/runpod-volume/face.png", "wav_path": "/runpod-volume/voice.wav"}
 
@@ -86,7 +86,7 @@ def test_prompt_limit_and_control_characters():
 def test_unknown_and_unused_keys_come_back_as_warnings():
     request = parse(imagepath="/typo.png", video_url="http://x/v.mp4", multi_audio_type="add")
     assert request.warnings() == [
-        "Unknown key 'imagepath' was ignored.",
+        "Unknown key 'imagepath' was ignored; did you mean image_path?",
         "video_url was ignored: this job does not use a video input.",
         "multi_audio_type was ignored: it applies to two-speaker jobs only.",
     ]
@@ -110,3 +110,62 @@ def test_video_jobs_need_three_steps_or_more():
     with pytest.raises(InputError, match="steps: must be at least 3 for video input"):
         parse(**video, steps=2)
     assert parse(**video, steps=3).steps == 3
+
+
+def test_several_range_errors_read_as_one_sentence_per_field():
+    with pytest.raises(InputError) as caught:
+        parse(width=5000, height=90)
+    assert str(caught.value) == (
+        "width: 5000 is out of range; it must be less than or equal to 1920. "
+        "height: 90 is out of range; it must be greater than or equal to 128."
+    )
+    assert caught.value.field == "width"
+
+
+@pytest.mark.parametrize("typo,meant,slot_keys", [
+    ("wavurl", "wav_url", "wav_path, wav_url or wav_base64"),
+    ("WAV_URL", "wav_url", "wav_path, wav_url or wav_base64"),
+    ("image-base64", "image_base64", "image_path, image_url or image_base64"),
+    ("wav_url2", "wav_url_2", "wav_path_2, wav_url_2 or wav_base64_2"),
+])
+def test_a_misspelt_key_that_leaves_an_input_missing_is_named(typo, meant, slot_keys):
+    raw = {"image_path": "/face.png", "wav_path": "/voice.wav", "person_count": "multi"}
+    raw.pop(meant.replace("url", "path").replace("base64", "path"), None)
+    with pytest.raises(InputError) as caught:
+        parse_request({**raw, typo: "https://example.com/x"}, 100)
+    assert f"one of {slot_keys} is required" in str(caught.value)
+    assert str(caught.value).endswith(f"the unknown key {typo!r} was ignored: did you mean {meant}?")
+
+
+def test_a_missing_input_with_no_similar_key_says_nothing_more():
+    with pytest.raises(InputError) as caught:
+        parse_request({"image_path": "/face.png", "guidance": 7}, 100)
+    assert str(caught.value) == "wav_path: one of wav_path, wav_url or wav_base64 is required."
+
+
+def test_echoed_values_are_bounded_however_long():
+    with pytest.raises(InputError) as caught:
+        parse(input_type="x" * 5000)
+    message = str(caught.value)
+    assert len(message) < 200 and "(5000 characters)" in message
+    request = parse(**{"k" * 5000: 1})
+    assert all(len(note) < 200 for note in request.warnings())
+
+
+@pytest.mark.parametrize("value", [True, "true", "True", " TRUE "])
+def test_every_value_the_model_reads_as_true_is_the_probe(value):
+    assert is_probe({"test": value})
+    assert parse(test=value).test is True
+
+
+@pytest.mark.parametrize("value", [False, "false", "False", None, "yes", 1])
+def test_other_test_values_are_not_the_probe(value):
+    assert not is_probe({"test": value})
+    assert not is_probe(["test"]) and not is_probe({})
+
+
+def test_the_key_that_asked_for_the_volume_is_the_one_named():
+    assert parse(network_volume=True).destination == ("volume", "network_volume")
+    assert parse(output="volume").destination == ("volume", "output")
+    assert parse(network_volume=True, output="base64").destination == ("base64", "output")
+    assert parse().destination == ("base64", "output")
