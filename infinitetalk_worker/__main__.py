@@ -1,4 +1,4 @@
-"""Command line: ``python -m infinitetalk_worker <command>`` (render, validate, lock, check, download-models)."""
+"""Command line: ``python -m infinitetalk_worker <command>`` (render, validate, lock, check, download-models, standins)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import sys
 # Each module adds its own subcommands through register_commands(subparsers).
 COMMAND_MODULES = (
     "infinitetalk_worker.pipeline",
+    "infinitetalk_worker.rehearsal",
     "infinitetalk_worker.node_lock",
     "infinitetalk_worker.startup_checks",
     "infinitetalk_worker.model_download",
+    "infinitetalk_worker.standins",
 )
 
 

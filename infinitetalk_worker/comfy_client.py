@@ -35,8 +35,12 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 COMFYUI_OOM_TIP = "This error means you ran out of memory on your GPU."
 
 
-class CancelledByCaller(Exception):
-    """The job was cancelled while its prompt was running; the caller interrupts and re-raises."""
+class CancelledByCaller(BaseException):
+    """The job was cancelled while its prompt was running; the caller interrupts and re-raises.
+
+    A ``BaseException`` (like ``asyncio.CancelledError`` and cog's cancel signal), so no
+    ``except Exception`` on the way up can swallow a cancellation and carry on with the job.
+    """
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,8 @@ class Pipeline:
         }
         if plan.warnings:
             metadata["warnings"] = list(plan.warnings)
+        if plan.graph_changes:  # stand-in runs only: what the graph had changed for the CPU
+            metadata["graph_changes"] = list(plan.graph_changes)
         return metadata
 
     async def _run_prompt(self, plan: JobPlan, progress: ProgressReporter, deadline: float) -> PromptResult:
