@@ -1,0 +1,134 @@
+"""The pipeline as RunPod sees it through the handler: probe, missing models, stand-in runs, render.
+
+Against the fake ComfyUI (testsupport/fake_comfyui.py) with the CPU smoke set, as the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import handler as handler_module
+from infinitetalk_worker.config import REPO_ROOT, Settings
+from infinitetalk_worker.pipeline import Pipeline, StartupState
+from testsupport.media_factory import make_image, make_wav
+
+SMOKE = REPO_ROOT / "workflows" / "smoke"
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    make_image(folder / "face.png", (160, 120))
+    make_wav(folder / "voice.wav", 1.5)
+    return folder
+
+
+@pytest.fixture
+def settings(fake_comfy, tmp_path: Path, inputs: Path) -> Settings:
+    return Settings(
+        comfyui_url=fake_comfy.url, workflow_dir=SMOKE, job_root=tmp_path / "jobs", volume_root=tmp_path / "volume",
+        allowed_input_roots=[inputs], http_timeout_s=5, ws_idle_timeout_s=1, job_deadline_s=30,
+        progress_interval_s=0.0, comfyui_dir=fake_comfy.root,
+    )
+
+
+def run(job_input, job_id: str = "job-1") -> dict:
+    return asyncio.run(handler_module.handler({"id": job_id, "input": job_input}))
+
+
+def job(inputs: Path, **extra) -> dict:
+    return {"image_path": str(inputs / "face.png"), "wav_path": str(inputs / "voice.wav"), "width": 128,
+            "height": 128, **extra}
+
+
+@pytest.fixture(autouse=True)
+def reset():
+    yield
+    handler_module.reset_worker(None)
+
+
+@pytest.mark.parametrize("value", [True, "true", "True", " TRUE "])
+def test_every_true_test_value_is_the_probe_and_runs_no_job(settings, fake_comfy, value):
+    handler_module.reset_worker(settings)
+    answer = run({"test": value})
+    assert answer["ready"] is True and "video" not in answer
+    assert fake_comfy.prompts == []
+
+
+def test_a_false_test_value_runs_the_job(settings, inputs):
+    handler_module.reset_worker(settings)
+    assert "video" in run({**job(inputs), "test": "false"})
+
+
+def test_a_worker_without_models_says_so_and_fails_jobs_in_one_sentence(settings, inputs, fake_comfy):
+    missing = ["Wan2_1_VAE_bf16.safetensors (vae)", "clip_vision_h.safetensors (clip_vision)"]
+    handler_module.reset_worker(settings, StartupState(missing_models=missing))
+    probe = run({"test": True})
+    assert probe["ready"] is False and probe["missing_models"] == missing
+    error = run(job(inputs))["error"]
+    assert "Wan2_1_VAE_bf16.safetensors" in error and "download-models" in error and "/runpod-volume/models" in error
+    assert fake_comfy.prompts == []
+    assert "error" in run(job(inputs), "job-2")  # still serving, still refusing
+
+
+def test_a_stand_in_run_warns_and_lists_its_graph_changes(settings, inputs):
+    handler_module.reset_worker(replace(settings, allow_standin_models=True))
+    result = run(job(inputs))
+    assert "video" in result
+    assert any("stand-in model weights" in w for w in result["warnings"])
+    # the smoke set has neither a WanVideo VAE loader nor the cached text encoder: nothing to change
+    assert "graph_changes" not in result
+
+
+def test_without_the_setting_there_is_no_stand_in_warning(settings, inputs):
+    handler_module.reset_worker(settings)
+    assert "warnings" not in run(job(inputs))
+
+
+def test_production_graphs_on_stand_ins_get_exactly_the_cpu_changes(tmp_path, inputs, monkeypatch):
+    written = []
+    monkeypatch.setattr("infinitetalk_worker.standin_graph._cache_prompts",
+                        lambda node_inputs, s: written.append(node_inputs["positive_prompt"]) or [Path("x.pt")])
+    settings = Settings(workflow_dir=REPO_ROOT / "workflows", allowed_input_roots=[inputs], job_root=tmp_path,
+                        allow_standin_models=True, comfyui_dir=tmp_path)
+    pipeline = Pipeline(settings)
+    from infinitetalk_worker.request import parse_request
+
+    plan = pipeline.plan(parse_request(job(inputs, prompt="hello there"), 2000), tmp_path / "job")
+    baseline = json.loads((REPO_ROOT / "workflows" / "i2v_single.json").read_text())
+    changed = {(node_id, name) for node_id, node in plan.graph.items() for name, value in node["inputs"].items()
+               if baseline[node_id]["inputs"].get(name) != value and node["class_type"] in
+               ("WanVideoVAELoader", "WanVideoTextEncodeCached") and name not in ("positive_prompt", "negative_prompt")}
+    assert {name for _, name in changed} == {"precision", "use_disk_cache"}
+    assert len(plan.graph_changes) == 2 and written == ["hello there"]
+
+
+def test_stand_in_cache_needs_the_comfyui_folder(tmp_path, inputs):
+    settings = Settings(workflow_dir=REPO_ROOT / "workflows", allowed_input_roots=[inputs], job_root=tmp_path,
+                        allow_standin_models=True)
+    from infinitetalk_worker.errors import WorkerError
+    from infinitetalk_worker.request import parse_request
+
+    with pytest.raises(WorkerError, match="COMFYUI_DIR"):
+        Pipeline(settings).plan(parse_request(job(inputs), 2000), tmp_path / "job")
+
+
+def test_render_prints_the_graph_and_its_frame_count(tmp_path, inputs):
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"input": job(inputs)}))
+    env = {"ALLOWED_INPUT_ROOTS": str(inputs), "WORKFLOW_DIR": str(REPO_ROOT / "workflows"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "infinitetalk_worker", "render", str(request)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    graph = json.loads(done.stdout)
+    embeds = next(n for n in graph.values() if n["class_type"] == "MultiTalkWav2VecEmbeds")
+    assert embeds["inputs"]["num_frames"] == 37  # 1.5 s of audio, as the node truncates
+    assert "i2v_single.json: 37 frames" in done.stderr
