@@ -27,7 +27,7 @@ import requests
 import websocket
 from PIL import Image
 
-from testsupport.fake_comfyui import FakeComfyUI
+from testsupport.fake_comfyui import NODE_CLASSES, FakeComfyUI
 from testsupport.media_factory import make_wav
 
 SHARED = Path(__file__).resolve().parent / "data" / "comfyui"
@@ -647,3 +647,115 @@ def test_standalone_process_serves_and_stops_quietly_on_sigterm(tmp_path):
         if process.poll() is None:
             process.kill()
     assert (process.returncode, stdout, stderr) == (0, "", "")
+
+
+# -- the fake's own description of the nodes it emulates ----------------------------------------
+
+
+OBJECT_INFO = json.loads((SHARED / "object_info.json").read_text())
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_fake_imports_nothing_from_the_worker():
+    code = ("import sys; import testsupport.fake_comfyui; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('infinitetalk_worker', 'handler')))")
+    found = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("class_type", sorted(NODE_CLASSES))
+def test_each_emulated_class_reads_inputs_and_gives_outputs_as_object_info_says(class_type):
+    spec, info = NODE_CLASSES[class_type], OBJECT_INFO[class_type]
+    listed = {**(info["input"].get("required") or {}), **(info["input"].get("optional") or {})}
+    assert set(spec.inputs) <= set(listed), set(spec.inputs) - set(listed)
+    assert not set(spec.widgets) & set(listed)  # widgets are only the inputs /object_info does not list
+    assert list(spec.outputs) == info["output"]
+    assert spec.output_node == bool(info.get("output_node"))
+
+
+def production_graph(name: str) -> dict:
+    return json.loads((REPO / "workflows" / name).read_text())
+
+
+def only(graph: dict, class_type: str) -> dict:
+    (node,) = [n for n in graph.values() if n["class_type"] == class_type]
+    return node["inputs"]
+
+
+def preview(graph: dict, source: list) -> dict:
+    return {**graph, "preview": {"class_type": "PreviewAny", "inputs": {"source": source}}}
+
+
+def output_video(fake: FakeComfyUI, run: SimpleNamespace) -> dict:
+    outputs = history_entry(run.records)["outputs"]
+    (item,) = [ui["gifs"][0] for ui in outputs.values() if "gifs" in ui]
+    return probe(Path(item["fullpath"]))
+
+
+@pytest.mark.parametrize("seconds, num_frames, expected, windows", [
+    pytest.param(1.5, 81, 37, 1, id="1.5s-truncated-to-37"),  # int(1.5 * 25) = 37, not 38
+    pytest.param(4.0, 81, 81, 1, id="capped-by-num_frames"),
+    pytest.param(7.0, 175, 175, 3, id="three-windows"),  # 81 + 72 + 72 = 225 frames made, cut to 175
+])
+def test_production_i2v_graph_frames_follow_the_audio_node_and_size_the_resize_node(
+        fake_comfy, tmp_path, seconds, num_frames, expected, windows):
+    graph = production_graph("i2v_single.json")
+    only(graph, "LoadImage")["image"] = str(write_png(tmp_path / "face.png", (300, 200)))
+    only(graph, "LoadAudio")["audio"] = str(write_wav(tmp_path / "voice.wav", seconds))
+    only(graph, "ImageResizeKJv2").update(width=200, height=120)  # divisible_by 16: 192 x 112
+    only(graph, "MultiTalkWav2VecEmbeds")["num_frames"] = num_frames
+    sampler_id = next(i for i, n in graph.items() if n["class_type"] == "WanVideoSampler")
+    run = Recorder(fake_comfy.url).run(graph)
+    video = output_video(fake_comfy, run)
+    assert (video["width"], video["height"], video["frames"], video["fps"]) == (192, 112, expected, 25.0)
+    assert video["audio_seconds"] == pytest.approx(expected / 25, abs=0.05)
+    steps = [m["data"]["max"] for m in ws_messages(run.records)
+             if m["type"] == "progress" and m["data"]["node"] == sampler_id]
+    assert steps and set(steps) == {graph[sampler_id]["inputs"]["steps"] * windows}
+
+
+def test_add_mode_counts_both_voices_and_para_the_longer(fake_comfy, tmp_path):
+    graph = production_graph("i2v_multi.json")
+    loads = [n["inputs"] for n in graph.values() if n["class_type"] == "LoadAudio"]  # voice 1, voice 2, soundtrack
+    for index, load in enumerate(loads):
+        load["audio"] = str(write_wav(tmp_path / f"audio{index}.wav", 1.0 + 0.5 * index))
+    only(graph, "LoadImage")["image"] = str(write_png(tmp_path / "face.png"))
+    for index, node in enumerate(n for n in graph.values() if n["class_type"] == "LoadImageMask"):
+        Image.new("L", (64, 64), 255).save(tmp_path / f"mask{index}.png")
+        node["inputs"]["image"] = str(tmp_path / f"mask{index}.png")
+    embeds_id = next(i for i, n in graph.items() if n["class_type"] == "MultiTalkWav2VecEmbeds")
+    counted = {}
+    for mode in ("para", "add"):
+        graph[embeds_id]["inputs"].update(multi_audio_type=mode, num_frames=1000)
+        run = Recorder(fake_comfy.url).run(preview(graph, [embeds_id, 2]))
+        counted[mode] = history_entry(run.records)["outputs"]["preview"]["text"]
+    assert counted == {"para": ["37"], "add": ["62"]}  # voices of 1.0 s and 1.5 s: int(1.5 * 25), int(2.5 * 25)
+
+
+def test_vhs_load_video_rounds_size_and_frames_as_its_format_says(fake_comfy, tmp_path):
+    from testsupport.media_factory import make_video
+    source = make_video(tmp_path / "clip.mp4", 2.0, (96, 64))  # 50 frames at 25 fps
+    graph = {"1": {"class_type": "VHS_LoadVideo", "inputs": {
+        "video": str(source), "force_rate": 25, "custom_width": 205, "custom_height": 120, "frame_load_cap": 0,
+        "skip_first_frames": 0, "select_every_nth": 1, "format": "Wan"}},
+        "2": {"class_type": "GetImageSizeAndCount", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 1]}},
+        "4": {"class_type": "PreviewAny", "inputs": {"source": ["2", 2]}},
+        "5": {"class_type": "PreviewAny", "inputs": {"source": ["1", 1]}}}
+    outputs = history_entry(Recorder(fake_comfy.url).run(graph).records)["outputs"]
+    assert [outputs[n]["text"] for n in ("3", "4", "5")] == [["208"], ["120"], ["49"]]  # 8-pixel grid, 4k+1
+    graph["1"]["inputs"].update(format="None", force_rate=10, frame_load_cap=7, skip_first_frames=2)
+    outputs = history_entry(Recorder(fake_comfy.url).run(graph).records)["outputs"]
+    assert [outputs[n]["text"] for n in ("3", "4", "5")] == [["205"], ["120"], ["7"]]
+
+
+def test_a_node_fed_by_a_class_the_fake_does_not_emulate_fails_like_a_node(fake_comfy, tmp_path):
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"}},
+             "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 2}},
+             "3": {"class_type": "VHS_VideoCombine", "inputs": {
+                 "images": ["2", 0], "frame_rate": 25, "loop_count": 0, "filename_prefix": "x",
+                 "format": "video/h264-mp4", "pingpong": False, "save_output": True}}}
+    run = Recorder(fake_comfy.url).run(graph)
+    (error,) = [m["data"] for m in ws_messages(run.records) if m["type"] == "execution_error"]
+    assert error["node_id"] == "2" and "input 'image' is Opaque, not Images" in error["exception_message"]

@@ -2,10 +2,14 @@
 
 Why it exists: the worker's ComfyUI client, handler and entrypoint must be tested without a GPU, models
 or a real ComfyUI, yet against the protocol as it really is. Everything observable here copies the
-recorded traces in ``shared/comfyui/traces`` (message order, field names, history shape, 400 bodies,
-caching across prompts, interrupt at the next node boundary or progress tick), and success renders a
-genuine H.264/AAC MP4 from the graph's role-marked nodes so the worker's output handling is exercised
-on real files. Test infrastructure only: nothing in the product may import it.
+recorded traces in ``tests/data/comfyui/traces`` (message order, field names, history shape, 400 bodies,
+caching across prompts, interrupt at the next node boundary or progress tick). Success runs the graph
+node by node through the fake's own description of the node classes (``NODE_CLASSES``, written from
+the recorded /object_info and the nodes' sources): each node reads its inputs by name, as ComfyUI
+hands them over, and derives sizes and frame counts as the real node does, then the output node
+writes a genuine H.264/AAC MP4. It imports nothing from the worker, so what the worker reports about
+the video is checked against what the nodes make of the graph, not against the worker's own tables.
+Test infrastructure only: nothing in the product may import it.
 
 Use it as a context manager or through the ``fake_comfy`` pytest fixture, or standalone::
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import functools
 import hashlib
 import io
 import itertools
@@ -34,10 +39,11 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import av
 import numpy as np
@@ -45,12 +51,6 @@ from aiohttp import WSMsgType, web
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-try:
-    from infinitetalk_worker.roles import ROLE_INPUTS, roles_of
-except ModuleNotFoundError:  # run as a script from anywhere
-    sys.path.insert(0, str(REPO_ROOT))
-    from infinitetalk_worker.roles import ROLE_INPUTS, roles_of
-
 log = logging.getLogger("fake_comfyui")
 
 COMFYUI_VERSION = "0.3.64"
@@ -80,9 +80,8 @@ FILE_INPUTS: dict[str, tuple[str, str]] = {  # class -> (input, message), as the
     "LoadAudio": ("audio", "Invalid audio file: {}"),
     "VHS_LoadVideo": ("video", "Invalid video file: {}"),
 }
-CONSTANT_CLASSES = {"INTConstant", "FloatConstant", "StringConstant", "PrimitiveInt", "PrimitiveFloat",
-                    "PrimitiveString", "PrimitiveBoolean"}
-SAMPLER_CLASSES = {"WanVideoSampler", "KSampler", "KSamplerAdvanced"}
+SAMPLER_CLASSES = {"WanVideoSampler", "KSampler", "KSamplerAdvanced"}  # progress: steps per window
+FAULT_CLASSES = SAMPLER_CLASSES | {"ImageAddNoise"}  # where faults strike by default (the CPU graphs' stand-in)
 AAC_RATES = {96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350}
 BINARY_PREVIEW_IMAGE, BINARY_PROGRESS_TEXT = 1, 3
 
@@ -326,104 +325,564 @@ def node_signatures(graph: dict, object_info: dict, file_digest) -> dict[str, st
 
 
 # ---------------------------------------------------------------------------------------------
-# What to render: read from the role-marked nodes of the submitted graph.
+# The node classes the fake emulates, described in its own words from the recorded /object_info.
+#
+# ComfyUI calls a node's function with the node's inputs by name: a literal from the prompt, or the
+# output slot of the node a link points to. Each class below declares the input names it reads and its
+# output types exactly as tests/data/comfyui/object_info.json lists them (a test checks), and computes
+# sizes and frame counts from those inputs the way the real node does (its source is cited). It knows
+# nothing of the worker: no roles, no titles. Media stays lazy: an IMAGE is a frame count, a size and a
+# way to make frame i, so a long batch costs nothing until an output node encodes it. A class with no
+# emulation here (a model loader, a text encoder) still runs and yields opaque values; an emulated node
+# that gets one where it needs media fails, as the real node would.
+
+
+@dataclass(frozen=True)
+class Images:
+    """ComfyUI's IMAGE, a [count, height, width, 3] batch: ``frame(i)`` makes frame i (uint8 RGB)."""
+    count: int
+    width: int
+    height: int
+    frame: Callable[[int], np.ndarray]
+
+    def frames(self) -> Iterator[np.ndarray]:
+        return (self.frame(index) for index in range(self.count))
+
+
+@dataclass(frozen=True)
+class Masks:
+    """ComfyUI's MASK, a [count, height, width] batch of float32 in 0..1."""
+    count: int
+    width: int
+    height: int
+    frame: Callable[[int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Audio:
+    """ComfyUI's AUDIO ({"waveform": [1, channels, n], "sample_rate"}) as (channels, n) float32 and a rate."""
+    samples: np.ndarray
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[1] / self.rate
+
+
+@dataclass(frozen=True)
+class Video:
+    """ComfyUI's VIDEO, as CreateVideo makes it."""
+    images: Images
+    audio: Audio | None
+    fps: float
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """The output of a node the fake does not emulate (a model, an encoding): usable only as a pass-through."""
+    class_type: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ImageEmbeds:
+    """WanVideoImageToVideoMultiTalk's WANVIDIMAGE_EMBEDS: what the sampler reads back from it."""
+    width: int
+    height: int
+    frame_window_size: int
+    motion_frame: int
+    start_image: Images | None
+
+
+@dataclass(frozen=True)
+class MultiTalkEmbeds:
+    """MultiTalkWav2VecEmbeds' MULTITALK_EMBEDS: the audio embedding's length in frames, per speaker padded."""
+    frames: int
+    speakers: int
+
+
+@dataclass(frozen=True)
+class Latent:
+    """A LATENT, kept as the pictures it stands for; ``windows`` is how many sampling windows made it."""
+    images: Images
+    windows: int = 1
+
+
+@dataclass(frozen=True)
+class NodeClass:
+    function: Callable[..., tuple]
+    inputs: tuple[str, ...]  # the inputs it reads, by their /object_info names
+    outputs: tuple[str, ...]  # its output types, in /object_info's order
+    widgets: tuple[str, ...] = ()  # inputs it reads that /object_info does not list (widgets added at run time)
+    output_node: bool = False  # returns (ui, outputs) instead of outputs
 
 
 @dataclass
-class RenderPlan:
-    width: int | None = None
-    height: int | None = None
-    frames: int | None = None
-    seed: int = 0
-    image_path: Path | None = None
-    video: dict | None = None  # the VHS_LoadVideo node's inputs, with "path"
-    audio_path: Path | None = None
-    audio_seconds: float | None = None
+class NodeContext:
+    """What an output node needs besides its inputs: the server's folders and the node it is."""
+    server: FakeComfyUI
+    graph: dict
+    node_id: str
 
 
-def literal(graph: dict, value: Any, depth: int = 0) -> Any:
-    """The value of an input, following links through constant nodes (INTConstant, Primitive*)."""
-    if is_link(value) and depth < 8:
-        source = graph.get(str(value[0])) or {}
-        if source.get("class_type") in CONSTANT_CLASSES:
-            return literal(graph, source.get("inputs", {}).get("value"), depth + 1)
-        return None
+NODE_CLASSES: dict[str, NodeClass] = {}
+
+
+def emulates(class_type: str, inputs: str, outputs: str, widgets: str = "", output_node: bool = False):
+    """Register an emulation; ``inputs`` and ``outputs`` as /object_info names them (space-separated)."""
+    def register(function: Callable[..., tuple]) -> Callable[..., tuple]:
+        NODE_CLASSES[class_type] = NodeClass(function, tuple(inputs.split()), tuple(outputs.split()),
+                                             tuple(widgets.split()), output_node)
+        return function
+    return register
+
+
+class GraphEvaluator:
+    """Runs the emulated nodes of one prompt, each once, inputs first (ComfyUI's get_input_data by name)."""
+
+    def __init__(self, server: FakeComfyUI, graph: dict) -> None:
+        self.server, self.graph = server, graph
+        self.results: dict[str, tuple] = {}
+        self.ui: dict[str, dict | None] = {}
+
+    def run(self, node_id: str) -> dict | None:
+        """Compute a node's outputs (once); returns its UI output when it is an output node."""
+        if node_id not in self.results:
+            self._compute(node_id)
+        return self.ui.get(node_id)
+
+    def input(self, node_id: str, name: str) -> Any:
+        value = self.graph[node_id]["inputs"].get(name)
+        return self.output(value) if is_link(value) else value
+
+    def output(self, link: list) -> Any:
+        source = str(link[0])
+        self.run(source)
+        results = self.results[source]
+        if not 0 <= link[1] < len(results):
+            raise IndexError(f"node {source} has no output {link[1]}")
+        return results[link[1]]
+
+    def _compute(self, node_id: str) -> None:
+        class_type = self.graph[node_id]["class_type"]
+        spec = NODE_CLASSES.get(class_type)
+        if spec is None:
+            kinds = self.server.object_info.get(class_type, {}).get("output", [])
+            self.results[node_id] = tuple(Opaque(class_type, str(kind)) for kind in kinds)
+            return
+        names = spec.inputs + spec.widgets
+        kwargs = {name: self.input(node_id, name) for name in names if name in self.graph[node_id]["inputs"]}
+        result = spec.function(NodeContext(self.server, self.graph, node_id), **kwargs)
+        ui, outputs = result if spec.output_node else (None, result)
+        self.results[node_id], self.ui[node_id] = tuple(outputs), ui
+
+
+def need(value: Any, kind: type, name: str) -> Any:
+    if not isinstance(value, kind):
+        raise TypeError(f"input '{name}' is {type(value).__name__}, not {kind.__name__}: "
+                        "the fake does not emulate the node it comes from")
     return value
 
 
-class RolePlanner:
-    """Finds nodes by role (or, for a graph with no roles at all, by unambiguous class) and reads values."""
+def still(array: np.ndarray) -> Images:
+    return Images(1, array.shape[1], array.shape[0], lambda index: array)
 
-    def __init__(self, graph: dict, resolve_input) -> None:
-        self.graph, self.resolve_input = graph, resolve_input
-        self.annotated = any(roles_of(node) for node in graph.values())
 
-    def nodes(self, role: str) -> list[tuple[str, dict]]:
-        classes = ROLE_INPUTS.get(role, {})
-        if self.annotated:
-            return [(i, n) for i, n in self.graph.items() if role in roles_of(n) and n["class_type"] in classes]
-        return [(i, n) for i, n in self.graph.items() if n["class_type"] in classes and self._unambiguous(role, n)]
+def mapped(images: Images, function: Callable[[np.ndarray, int], np.ndarray], width: int | None = None,
+           height: int | None = None, count: int | None = None) -> Images:
+    """A new batch whose frame i is function(source frame i mod count, i); the last frames made are kept."""
+    @functools.lru_cache(maxsize=2)
+    def frame(index: int) -> np.ndarray:
+        return function(images.frame(index % images.count), index)
+    return Images(images.count if count is None else count, width or images.width, height or images.height, frame)
 
-    def _unambiguous(self, role: str, node: dict) -> bool:
-        mapped = set(ROLE_INPUTS[role][node["class_type"]].values())
-        others = {v for r, c in ROLE_INPUTS.items() if r != role for v in c.get(node["class_type"], {}).values()}
-        return not mapped & others
 
-    def value(self, role: str, name: str) -> tuple[Any, dict | None]:
-        for _, node in self.nodes(role):
-            input_name = ROLE_INPUTS[role][node["class_type"]].get(name)
-            found = literal(self.graph, node["inputs"].get(input_name)) if input_name else None
-            if found is not None:
-                return found, node
-        return None, None
+# -- constants (KJNodes INTConstant etc., comfy_extras PrimitiveInt etc.) --
 
-    def file(self, role: str, key: str) -> Path | None:
-        for _, node in self.nodes(role):
-            value = node["inputs"].get(key)
-            if isinstance(value, str):
-                return self.resolve_input(value)
-        return None
+for _class, _input, _kind in (("INTConstant", "value", "INT"), ("FloatConstant", "value", "FLOAT"),
+                              ("StringConstant", "string", "STRING"), ("PrimitiveInt", "value", "INT"),
+                              ("PrimitiveFloat", "value", "FLOAT"), ("PrimitiveString", "value", "STRING"),
+                              ("PrimitiveBoolean", "value", "BOOLEAN")):
+    emulates(_class, _input, _kind)(lambda ctx, _name=_input, **inputs: (inputs[_name],))
 
-    def plan(self, audio_node_id: str | None) -> RenderPlan:
-        plan = RenderPlan()
-        plan.width, _ = self.value("width", "width")
-        plan.height, _ = self.value("height", "height")
-        plan.seed = int(self.value("sampler", "seed")[0] or 0)
-        plan.image_path = self.file("image", "image")
-        for _, node in self.nodes("video"):
-            plan.video = {**node["inputs"], "path": self.resolve_input(str(node["inputs"].get("video")))}
-        plan.audio_path = self._audio_path(audio_node_id)
-        if plan.audio_path is not None:
-            plan.audio_seconds = audio_duration(plan.audio_path)
-        plan.frames = self._frames(plan)
-        return plan
 
-    def _audio_path(self, node_id: str | None) -> Path | None:
-        source = self.graph.get(node_id or "") or {}
-        if source.get("class_type") == "LoadAudio":
-            return self.resolve_input(str(source["inputs"].get("audio")))
-        if source.get("class_type") == "VHS_LoadVideo":
-            return self.resolve_input(str(source["inputs"].get("video")))
-        return self.file("soundtrack", "audio") or self.file("audio_1", "audio")
+# -- loaders (ComfyUI nodes.py LoadImage, LoadImageMask; comfy_extras/nodes_audio.py LoadAudio) --
 
-    def _frames(self, plan: RenderPlan) -> int:
-        count, node = self.value("num_frames", "num_frames")
-        class_type = (node or {}).get("class_type")
-        if class_type == "MultiTalkWav2VecEmbeds" and count and plan.audio_seconds is not None:
-            fps = float(literal(self.graph, node["inputs"].get("fps")) or 25.0)
-            count = min(int(count), int(plan.audio_seconds * fps))
-        if class_type == "VHS_LoadVideo" and not count:
-            count = None
-        if plan.video is not None:
-            available = len(load_video_frames(plan.video, None, None, None))
-            count = min(int(count), available) if count else available
-        if not count:
-            count = int(plan.audio_seconds * 25) if plan.audio_seconds else 81
-        return max(1, int(count))
+
+@emulates("LoadImage", "image", "IMAGE MASK")
+def _load_image(ctx: NodeContext, image: str) -> tuple:
+    with Image.open(ctx.server._resolve_input(image)) as picture:
+        array = np.asarray(picture.convert("RGB"))
+        alpha = np.asarray(picture.getchannel("A"), np.float32) / 255.0 if "A" in picture.getbands() else None
+    plane = 1.0 - alpha if alpha is not None else np.zeros((64, 64), np.float32)  # as LoadImage does
+    return still(array), Masks(1, plane.shape[1], plane.shape[0], lambda index: plane)
+
+
+@emulates("LoadImageMask", "image channel", "MASK")
+def _load_image_mask(ctx: NodeContext, image: str, channel: str) -> tuple:
+    with Image.open(ctx.server._resolve_input(image)) as picture:
+        rgba = np.asarray(picture.convert("RGBA"), np.float32) / 255.0
+    plane = rgba[:, :, "rgba".index(channel[0])]
+    if channel == "alpha":
+        plane = 1.0 - plane  # LoadImageMask inverts alpha
+    return (Masks(1, plane.shape[1], plane.shape[0], lambda index: plane),)
+
+
+@emulates("LoadAudio", "audio", "AUDIO")
+def _load_audio(ctx: NodeContext, audio: str) -> tuple:
+    samples, rate, _ = decode_audio(ctx.server._resolve_input(audio))
+    return (Audio(samples, rate),)
+
+
+# VHS_LoadVideo's formats (VideoHelperSuite load_video_nodes.py:24-31): size rounding and frame-count rule.
+VHS_LOAD_FORMATS: dict[str, dict] = {
+    "None": {}, "AnimateDiff": {"dim": 8}, "Mochi": {"dim": 16, "frames": (6, 1)},
+    "LTXV": {"dim": 32, "frames": (8, 1)}, "Hunyuan": {"dim": 16, "frames": (4, 1)},
+    "Cosmos": {"dim": 16, "frames": (8, 1)}, "Wan": {"dim": 8, "frames": (4, 1)},
+}
+
+
+@emulates("VHS_LoadVideo", "video force_rate custom_width custom_height frame_load_cap skip_first_frames "
+          "select_every_nth format", "IMAGE INT AUDIO VHS_VIDEOINFO")
+def _load_video(ctx: NodeContext, video: str, force_rate: float = 0, custom_width: int = 0, custom_height: int = 0,
+                frame_load_cap: int = 0, skip_first_frames: int = 0, select_every_nth: int = 1,
+                format: str = "AnimateDiff") -> tuple:
+    path = ctx.server._resolve_input(video)
+    decoded, fps = decode_video(path)
+    form = VHS_LOAD_FORMATS.get(format, {})
+    target = 1 / force_rate if force_rate else 1 / fps
+    chosen = vhs_frame_indices(len(decoded), fps, force_rate, frame_load_cap, skip_first_frames, select_every_nth)
+    if not chosen:
+        raise RuntimeError("No frames generated")
+    if "frames" in form and len(chosen) % form["frames"][0] != form["frames"][1]:
+        div, mod = form["frames"]
+        chosen = chosen[:(len(chosen) - mod) // div * div + mod]  # load_video_nodes.py:387-395
+    source_height, source_width = decoded[0].shape[:2]
+    width, height = vhs_target_size(source_width, source_height, custom_width, custom_height, form.get("dim", 1))
+    images = Images(len(chosen), width, height, lambda index: resize(decoded[chosen[index]], width, height))
+    start = skip_first_frames * target
+    audio = video_audio(path, start, frame_load_cap * target * select_every_nth)
+    info = {"source_fps": fps, "source_frame_count": len(decoded), "loaded_fps": 1 / (target * select_every_nth),
+            "loaded_frame_count": len(chosen), "loaded_width": width, "loaded_height": height}
+    return images, len(chosen), audio, info
+
+
+def vhs_target_size(width: int, height: int, custom_width: int, custom_height: int, ratio: int) -> tuple[int, int]:
+    """VideoHelperSuite's target_size (load_video_nodes.py:59-75)."""
+    if custom_width and custom_height:
+        width, height = custom_width, custom_height
+    elif custom_width:
+        width, height = custom_width, height * custom_width / width
+    elif custom_height:
+        width, height = width * custom_height / height, custom_height
+    return int(width / ratio + 0.5) * ratio, int(height / ratio + 0.5) * ratio
+
+
+def vhs_frame_indices(available: int, fps: float, force_rate: float, cap: int, skip: int, nth: int) -> list[int]:
+    """Which decoded frames VHS_LoadVideo yields: cv_frame_generator's timing (load_video_nodes.py:77-168)."""
+    base = 1 / fps
+    target = 1 / force_rate if force_rate else base
+    chosen: list[int] = []
+    grabbed, offset, counted, evaluated = 0, target, 0, -1
+    while True:
+        if offset < target:
+            grabbed += 1
+            if grabbed >= available:
+                break
+            offset += base
+        if offset < target:
+            continue
+        offset -= target
+        counted += 1
+        if counted <= skip:
+            continue
+        evaluated += 1
+        if evaluated % max(1, nth):
+            continue
+        chosen.append(grabbed)
+        if cap > 0 and len(chosen) >= cap:
+            break
+    return chosen
+
+
+# -- pictures (ComfyUI nodes.py ImageScale, EmptyImage, ImageCompositeMasked; comfy_extras) --
+
+
+@emulates("ImageScale", "image upscale_method width height crop", "IMAGE")
+def _image_scale(ctx: NodeContext, image: Images, upscale_method: str, width: int, height: int, crop: str) -> tuple:
+    image = need(image, Images, "image")
+    if not width and not height:
+        return (image,)
+    width = width or max(1, round(image.width * height / image.height))
+    height = height or max(1, round(image.height * width / image.width))
+    return (mapped(image, lambda frame, _: scaled(frame, width, height, crop == "center"), width, height),)
+
+
+@emulates("ImageResizeKJv2", "image width height upscale_method keep_proportion pad_color crop_position "
+          "divisible_by", "IMAGE INT INT MASK")
+def _image_resize_kj(ctx: NodeContext, image: Images, width: int, height: int, upscale_method: str,
+                     keep_proportion: str, pad_color: str, crop_position: str, divisible_by: int) -> tuple:
+    """KJNodes image_nodes.py:2505-2640, for keep_proportion stretch and crop (what workflows use)."""
+    image = need(image, Images, "image")
+    if keep_proportion not in ("stretch", "crop"):
+        raise NotImplementedError(f"the fake emulates ImageResizeKJv2 keep_proportion stretch and crop, "
+                                  f"not {keep_proportion}")
+    width, height = width or image.width, height or image.height
+    if divisible_by > 1:
+        width, height = width - width % divisible_by, height - height % divisible_by
+    resized = mapped(image, lambda frame, _: scaled(frame, width, height, keep_proportion == "crop"), width, height)
+    mask = Masks(image.count, width, height, lambda index: np.zeros((height, width), np.float32))
+    return resized, width, height, mask
+
+
+@emulates("ImageAddNoise", "image seed strength", "IMAGE")
+def _image_add_noise(ctx: NodeContext, image: Images, seed: int, strength: float) -> tuple:
+    """comfy_extras/nodes_images.py: image + strength * randn(seed), clipped."""
+    image = need(image, Images, "image")
+
+    def noisy(frame: np.ndarray, index: int) -> np.ndarray:
+        noise = np.random.default_rng([seed, index]).standard_normal(frame.shape, np.float32)
+        return np.clip(frame + strength * 255.0 * noise, 0, 255).astype(np.uint8)
+    return (mapped(image, noisy),)
+
+
+@emulates("RepeatImageBatch", "image amount", "IMAGE")
+def _repeat_image_batch(ctx: NodeContext, image: Images, amount: int) -> tuple:
+    image = need(image, Images, "image")
+    return (mapped(image, lambda frame, _: frame, count=image.count * amount),)
+
+
+@emulates("EmptyImage", "width height batch_size color", "IMAGE")
+def _empty_image(ctx: NodeContext, width: int, height: int, batch_size: int, color: int) -> tuple:
+    rgb = np.array([(color >> 16) & 255, (color >> 8) & 255, color & 255], np.uint8)
+    array = np.broadcast_to(rgb, (height, width, 3))
+    return (Images(batch_size, width, height, lambda index: array),)
+
+
+@emulates("ImageCompositeMasked", "destination source x y resize_source mask", "IMAGE")
+def _image_composite_masked(ctx: NodeContext, destination: Images, source: Images, x: int, y: int,
+                            resize_source: bool, mask: Masks | None = None) -> tuple:
+    destination, source = need(destination, Images, "destination"), need(source, Images, "source")
+    if resize_source:
+        source = mapped(source, lambda f, _: resize(f, destination.width, destination.height),
+                        destination.width, destination.height)
+
+    def composite(frame: np.ndarray, index: int) -> np.ndarray:
+        out = frame.astype(np.float32)
+        src = source.frame(index % source.count).astype(np.float32)
+        h, w = min(src.shape[0], out.shape[0] - y), min(src.shape[1], out.shape[1] - x)
+        if h <= 0 or w <= 0:
+            return frame
+        alpha = 1.0 if mask is None else mask_at(mask, index, source.width, source.height)[:h, :w, None]
+        region = out[y:y + h, x:x + w]
+        out[y:y + h, x:x + w] = region * (1 - alpha) + src[:h, :w] * alpha
+        return out.astype(np.uint8)
+    return (mapped(destination, composite),)
+
+
+@emulates("GetImageSizeAndCount", "image", "IMAGE INT INT INT")
+def _get_image_size_and_count(ctx: NodeContext, image: Images) -> tuple:
+    image = need(image, Images, "image")
+    return image, image.width, image.height, image.count
+
+
+@emulates("GetImageRangeFromBatch", "start_index num_frames images masks", "IMAGE MASK")
+def _get_image_range(ctx: NodeContext, start_index: int, num_frames: int, images: Images | None = None,
+                     masks: Masks | None = None) -> tuple:
+    """KJNodes image_nodes.py:1761-1783: start_index -1 takes the last num_frames."""
+    chosen = None
+    if images is not None:
+        images = need(images, Images, "images")
+        start = max(0, images.count - num_frames) if start_index == -1 else start_index
+        if not 0 <= start < images.count:
+            raise ValueError("Start index is out of range")
+        end = min(start + num_frames, images.count)
+        chosen = Images(end - start, images.width, images.height, lambda index: images.frame(start + index))
+    return chosen, masks
+
+
+# -- masks (ComfyUI comfy_extras/nodes_mask.py; KJNodes MaskBatchMulti) --
+
+
+@emulates("SolidMask", "value width height", "MASK")
+def _solid_mask(ctx: NodeContext, value: float, width: int, height: int) -> tuple:
+    plane = np.full((height, width), value, np.float32)
+    return (Masks(1, width, height, lambda index: plane),)
+
+
+MASK_OPERATIONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "multiply": np.multiply, "add": np.add, "subtract": np.subtract,
+    "and": lambda a, b: np.logical_and(a > 0.5, b > 0.5).astype(np.float32),
+    "or": lambda a, b: np.logical_or(a > 0.5, b > 0.5).astype(np.float32),
+    "xor": lambda a, b: np.logical_xor(a > 0.5, b > 0.5).astype(np.float32),
+}
+
+
+@emulates("MaskComposite", "destination source x y operation", "MASK")
+def _mask_composite(ctx: NodeContext, destination: Masks, source: Masks, x: int, y: int, operation: str) -> tuple:
+    destination, source = need(destination, Masks, "destination"), need(source, Masks, "source")
+
+    def composite(index: int) -> np.ndarray:
+        out = destination.frame(index % destination.count).copy()
+        src = source.frame(index % source.count)
+        h, w = min(src.shape[0], out.shape[0] - y), min(src.shape[1], out.shape[1] - x)
+        if h > 0 and w > 0:
+            out[y:y + h, x:x + w] = MASK_OPERATIONS[operation](out[y:y + h, x:x + w], src[:h, :w])
+        return np.clip(out, 0.0, 1.0)
+    return (Masks(destination.count, destination.width, destination.height, composite),)
+
+
+@emulates("MaskBatchMulti", "inputcount mask_1 mask_2", "MASK", widgets="mask_3 mask_4 mask_5 mask_6")
+def _mask_batch_multi(ctx: NodeContext, inputcount: int, **masks: Masks) -> tuple:
+    """KJNodes: mask_1 .. mask_<inputcount> in one batch, each resized to the first's size."""
+    batch = [need(masks.get(f"mask_{n}"), Masks, f"mask_{n}") for n in range(1, inputcount + 1)]
+    first = batch[0]
+    frames = [(m, i) for m in batch for i in range(m.count)]
+    return (Masks(len(frames), first.width, first.height,
+                  lambda index: resize_mask(frames[index][0].frame(frames[index][1]), first.width, first.height)),)
+
+
+def mask_at(mask: Masks, index: int, width: int, height: int) -> np.ndarray:
+    return resize_mask(mask.frame(index % mask.count), width, height)
+
+
+def resize_mask(plane: np.ndarray, width: int, height: int) -> np.ndarray:
+    if plane.shape == (height, width):
+        return plane
+    return np.asarray(Image.fromarray(plane.astype(np.float32)).resize((width, height), Image.BILINEAR))
+
+
+# -- audio (MelBandRoFormer; WanVideoWrapper multitalk/nodes.py MultiTalkWav2VecEmbeds) --
+
+
+@emulates("MelBandRoFormerSampler", "model audio", "AUDIO AUDIO")
+def _melband_sampler(ctx: NodeContext, model: Any, audio: Audio) -> tuple:
+    """Vocals and instruments; the fake's separation leaves the voice whole and the rest silent."""
+    audio = need(audio, Audio, "audio")
+    return audio, Audio(np.zeros_like(audio.samples), audio.rate)
+
+
+WAV2VEC_RATE = 16000
+
+
+@emulates("MultiTalkWav2VecEmbeds", "wav2vec_model audio_1 normalize_loudness num_frames fps audio_scale "
+          "audio_cfg_scale multi_audio_type audio_2 audio_3 audio_4 ref_target_masks", "MULTITALK_EMBEDS AUDIO INT")
+def _multitalk_embeds(ctx: NodeContext, audio_1: Audio, num_frames: int, fps: float = 25.0,
+                      multi_audio_type: str = "para", audio_2: Audio | None = None, audio_3: Audio | None = None,
+                      audio_4: Audio | None = None, **_: Any) -> tuple:
+    """multitalk/nodes.py:163-320: each voice at 16 kHz cut to num_frames / fps seconds; the embedding is
+    int(seconds * fps) frames a voice; the frame count is min(num_frames, int(longest or total seconds * fps))."""
+    voices = [need(a, Audio, f"audio_{n}") for n, a in enumerate((audio_1, audio_2, audio_3, audio_4), 1)
+              if a is not None]
+    end = int(num_frames / fps * WAV2VEC_RATE)
+    segments = [resample_mono(voice, WAV2VEC_RATE)[:end] for voice in voices]
+    seconds = [len(segment) / WAV2VEC_RATE for segment in segments]
+    lengths = [int(s * fps) for s in seconds]
+    if multi_audio_type == "para":
+        embedding, from_audio = max(lengths), int(max(seconds) * fps)
+        mixed = np.zeros(max(len(s) for s in segments), np.float32)
+        for segment in segments:
+            mixed[:len(segment)] += segment
+    else:
+        embedding, from_audio = sum(lengths), int(sum(seconds) * fps)
+        mixed = np.concatenate(segments)
+    frames = min(num_frames, from_audio)
+    return MultiTalkEmbeds(embedding, len(voices)), Audio(mixed[None, :], WAV2VEC_RATE), frames
+
+
+def resample_mono(audio: Audio, rate: int) -> np.ndarray:
+    """The first channel at ``rate`` (linear interpolation; the length torchaudio's resample gives)."""
+    channel = audio.samples[0]
+    if audio.rate == rate:
+        return channel.astype(np.float32)
+    count = math.ceil(len(channel) * rate / audio.rate)
+    positions = np.arange(count) * (audio.rate / rate)
+    return np.interp(positions, np.arange(len(channel)), channel).astype(np.float32)
+
+
+# -- generation (WanVideoWrapper multitalk/nodes.py, nodes_sampler.py, nodes.py) --
+
+
+@emulates("WanVideoImageToVideoMultiTalk", "vae width height frame_window_size motion_frame force_offload colormatch "
+          "start_image tiled_vae clip_embeds mode output_path", "WANVIDIMAGE_EMBEDS STRING")
+def _image_to_video_multitalk(ctx: NodeContext, width: int, height: int, frame_window_size: int, motion_frame: int,
+                              start_image: Images | None = None, **_: Any) -> tuple:
+    """multitalk/nodes.py:405-445: the window is rounded down to 4k+1 frames."""
+    start = need(start_image, Images, "start_image") if start_image is not None else None
+    window = ((frame_window_size - 1) // 4) * 4 + 1
+    return ImageEmbeds(width, height, window, motion_frame, start), ""
+
+
+@emulates("WanVideoEncode", "vae image enable_vae_tiling tile_x tile_y tile_stride_x tile_stride_y",
+          "LATENT")
+def _wan_encode(ctx: NodeContext, image: Images, **_: Any) -> tuple:
+    return (Latent(need(image, Images, "image")),)
+
+
+@emulates("WanVideoSampler", "model image_embeds steps cfg shift seed multitalk_embeds samples", "LATENT LATENT")
+def _wan_sampler(ctx: NodeContext, image_embeds: ImageEmbeds, seed: int = 0, multitalk_embeds: Any = None,
+                 samples: Latent | None = None, **_: Any) -> tuple:
+    """InfiniteTalk sampling (nodes_sampler.py:2046-2466): windows of frame_window_size frames, each after the
+    first adding window - motion_frame, until the audio embedding is covered; the size is width, height
+    rounded down to the VAE's 8 pixels (multitalk/nodes.py:419-421)."""
+    embeds = need(image_embeds, ImageEmbeds, "image_embeds")
+    audio = need(multitalk_embeds, MultiTalkEmbeds, "multitalk_embeds")
+    window, step = embeds.frame_window_size, embeds.frame_window_size - embeds.motion_frame
+    windows = 1 if window >= audio.frames else 1 + math.ceil((audio.frames - window) / step)
+    count = window + (windows - 1) * step
+    width, height = embeds.width // 8 * 8, embeds.height // 8 * 8
+    source = samples.images if isinstance(samples, Latent) else embeds.start_image
+    if source is None:
+        source = still(np.full((height, width, 3), 128, np.uint8))
+    frames = Images(count, width, height, lambda index: generated(source.frame(min(index, source.count - 1)),
+                                                                   index, seed, width, height))
+    return Latent(frames, windows), Latent(frames, windows)
+
+
+@emulates("WanVideoDecode", "vae samples enable_vae_tiling tile_x tile_y tile_stride_x tile_stride_y", "IMAGE")
+def _wan_decode(ctx: NodeContext, samples: Latent, **_: Any) -> tuple:
+    return (need(samples, Latent, "samples").images,)
+
+
+def generated(frame: np.ndarray, index: int, seed: int, width: int, height: int) -> np.ndarray:
+    """Stands in for a generated frame: the reference with a seeded colour bar sweeping down."""
+    out = resize(frame, width, height).copy()
+    colour = np.array([(seed * 37 + 60) % 256, (seed * 91 + 20) % 256, (seed * 53 + 140) % 256], np.uint8)
+    row = (index * 2) % out.shape[0]
+    out[row:row + 2] = colour
+    return out
+
+
+# -- output nodes (VideoHelperSuite VHS_VideoCombine; ComfyUI SaveVideo, CreateVideo, PreviewAny) --
+
+
+@emulates("VHS_VideoCombine", "images audio frame_rate filename_prefix format save_output", "VHS_FILENAMES",
+          widgets="save_metadata", output_node=True)
+def _video_combine(ctx: NodeContext, **inputs: Any) -> tuple:
+    """VideoHelperSuite nodes.py: a silent MP4, then one with the audio padded or cut to the video (580-591)."""
+    need(inputs.get("images"), Images, "images")
+    ui = ctx.server._render_vhs(ctx.graph, ctx.node_id, inputs)
+    return ui, ((bool(inputs.get("save_output", True)), [item["fullpath"] for item in ui["gifs"]]),)
+
+
+@emulates("CreateVideo", "images fps audio", "VIDEO")
+def _create_video(ctx: NodeContext, images: Images, fps: float, audio: Audio | None = None) -> tuple:
+    return (Video(need(images, Images, "images"), audio if isinstance(audio, Audio) else None, float(fps)),)
+
+
+@emulates("SaveVideo", "video filename_prefix format codec", "", output_node=True)
+def _save_video(ctx: NodeContext, **inputs: Any) -> tuple:
+    need(inputs.get("video"), Video, "video")
+    return ctx.server._render_native(ctx.graph, ctx.node_id, inputs), ()
+
+
+@emulates("PreviewAny", "source", "", output_node=True)
+def _preview_any(ctx: NodeContext, source: Any = None) -> tuple:
+    return {"text": ["" if source is None else str(source)]}, ()
 
 
 # ---------------------------------------------------------------------------------------------
-# Media: decode the inputs, make the frames, encode the MP4 (PyAV; H.264 + AAC like VHS and SaveVideo).
+# Media: decode the inputs, resize, encode the MP4 (PyAV; H.264 + AAC like VHS and SaveVideo).
 
 
 def video_codec() -> str:
@@ -450,80 +909,67 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int, str]:
     return samples.astype(np.float32), rate, layout
 
 
-def audio_duration(path: Path) -> float:
+def video_audio(path: Path, start: float, duration: float) -> Audio | None:
+    """VHS_LoadVideo's audio: the video's soundtrack from ``start`` for ``duration`` s (0: to the end), or None."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return None
     samples, rate, _ = decode_audio(path)
-    return samples.shape[1] / rate
+    first = int(start * rate)
+    last = first + int(duration * rate) if duration > 0 else samples.shape[1]
+    return Audio(samples[:, first:last], rate)
+
+
+def decode_video(path: Path) -> tuple[list[np.ndarray], float]:
+    """Every frame (RGB) and the stream's frame rate."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path.name} has no video stream")
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+    if not frames:
+        raise ValueError(f"{path.name} has no frames")
+    return frames, fps
 
 
 def fit_audio(samples: np.ndarray, rate: int, seconds: float) -> np.ndarray:
-    """Trim or pad with silence to the video's length, as VHS and SaveVideo do."""
+    """Trim or pad with silence to the video's length, as VHS (apad, -shortest) and SaveVideo do."""
     wanted = int(round(seconds * rate))
     if samples.shape[1] >= wanted:
         return samples[:, :wanted]
     return np.pad(samples, ((0, 0), (0, wanted - samples.shape[1])))
 
 
-def load_image(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def load_video_frames(video: dict, width: int | None, height: int | None, limit: int | None) -> list[np.ndarray]:
-    """VHS_LoadVideo's frames: force_rate resampling, skip_first_frames, select_every_nth, the cap."""
-    with av.open(str(video["path"])) as container:
-        stream = container.streams.video[0]
-        decoded = [(float(f.time or 0.0), f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
-    rate = float(video.get("force_rate") or 0)
-    if rate > 0 and decoded:
-        duration = decoded[-1][0] + 1.0 / float(stream.average_rate or rate)
-        frames = [_frame_at(decoded, k / rate) for k in range(int(duration * rate + 1e-6))]
-    else:
-        frames = [array for _, array in decoded]
-    frames = frames[int(video.get("skip_first_frames") or 0):][::max(1, int(video.get("select_every_nth") or 1))]
-    frames = frames[:limit] if limit else frames
-    return [resize(f, width, height) for f in frames] if width and height else frames
-
-
-def _frame_at(decoded: list[tuple[float, np.ndarray]], t: float) -> np.ndarray:
-    chosen = decoded[0][1]
-    for time_s, array in decoded:
-        if time_s > t + 1e-6:
-            break
-        chosen = array
-    return chosen
+def muxable(audio: Audio, seconds: float) -> tuple[np.ndarray, int, str]:
+    """Audio as the MP4 takes it: one or two channels at a rate AAC accepts, fitted to the video's length."""
+    samples, rate = audio.samples[:2], audio.rate
+    if rate not in AAC_RATES:
+        resampled = [resample_mono(Audio(channel[None, :], rate), 44100) for channel in samples]
+        samples, rate = np.stack(resampled), 44100
+    layout = "mono" if samples.shape[0] == 1 else "stereo"
+    return np.ascontiguousarray(fit_audio(samples.astype(np.float32), rate, seconds)), rate, layout
 
 
 def resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
     if array.shape[1] == width and array.shape[0] == height:
         return array
-    return np.asarray(Image.fromarray(array).resize((width, height), Image.BILINEAR))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(array)).resize((width, height), Image.BILINEAR))
+
+
+def scaled(array: np.ndarray, width: int, height: int, crop: bool) -> np.ndarray:
+    """Resize, first cropping the middle to the new aspect when ``crop`` (comfy.utils.common_upscale)."""
+    if crop:
+        old_height, old_width = array.shape[:2]
+        old_aspect, new_aspect = old_width / old_height, width / height
+        x = round((old_width - old_width * (new_aspect / old_aspect)) / 2) if old_aspect > new_aspect else 0
+        y = round((old_height - old_height * (old_aspect / new_aspect)) / 2) if old_aspect < new_aspect else 0
+        array = array[y:old_height - y, x:old_width - x]
+    return resize(array, width, height)
 
 
 def even(value: int) -> int:
     return value + (value % 2)  # VHS pads h264 output to even dimensions
-
-
-def source_frames(plan: RenderPlan) -> list[np.ndarray]:
-    """The picture(s) the 'generation' starts from, at the output size."""
-    if plan.video is not None:
-        frames = load_video_frames(plan.video, None, None, plan.frames)
-    elif plan.image_path is not None:
-        frames = [load_image(plan.image_path)]
-    else:
-        frames = [np.full((plan.height or 512, plan.width or 512, 3), 128, np.uint8)]
-    width = even(int(plan.width or frames[0].shape[1]))
-    height = even(int(plan.height or frames[0].shape[0]))
-    return [resize(f, width, height) for f in frames]
-
-
-def animated(frames: list[np.ndarray], count: int, seed: int) -> Iterator[np.ndarray]:
-    """Frames that differ from each other (a seeded colour bar sweeping down), standing in for generation."""
-    colour = np.array([(seed * 37 + 60) % 256, (seed * 91 + 20) % 256, (seed * 53 + 140) % 256], np.uint8)
-    for index in range(count):
-        frame = frames[index % len(frames)].copy()
-        row = (index * 2) % frame.shape[0]
-        frame[row:row + 2] = colour
-        yield frame
 
 
 def encode_mp4(path: Path, frames: Iterator[np.ndarray], fps: float,
@@ -607,7 +1053,7 @@ class Run:
     executed: list[str] = field(default_factory=list)
     ui_outputs: dict[str, dict] = field(default_factory=dict)
     meta: dict[str, dict] = field(default_factory=dict)
-    plan: RenderPlan | None = None
+    evaluator: GraphEvaluator | None = None
     fault_node: str | None = None
     order: list[str] = field(default_factory=list)
 
@@ -672,7 +1118,7 @@ class FakeComfyUI:
         """Nothing runs and nothing waits in the queue."""
         return self._running is None and not self._queue
 
-    def start(self) -> "FakeComfyUI":
+    def start(self) -> FakeComfyUI:
         ready, failure = threading.Event(), []
         self._thread = threading.Thread(target=self._thread_main, args=(ready, failure), name="fake-comfyui",
                                         daemon=True)
@@ -690,7 +1136,7 @@ class FakeComfyUI:
             thread.join(15)
         self._thread = None
 
-    def __enter__(self) -> "FakeComfyUI":
+    def __enter__(self) -> FakeComfyUI:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -1063,6 +1509,7 @@ class FakeComfyUI:
 
     async def _execute(self, item: QueueItem) -> None:
         run = Run(item)
+        run.evaluator = GraphEvaluator(self, item.graph)
         self._interrupt_requested = False
         prompt_id = item.prompt_id
         await self._add_message(run, "execution_start", {"prompt_id": prompt_id, "timestamp": now_ms()})
@@ -1114,7 +1561,7 @@ class FakeComfyUI:
         graph, order = run.item.graph, [n for n in run.order if n in run.item.graph]
         if self.fault_node is not None:
             return str(self.fault_node)
-        samplers = [n for n in order if graph[n]["class_type"] in SAMPLER_CLASSES or "sampler" in roles_of(graph[n])]
+        samplers = [n for n in order if graph[n]["class_type"] in FAULT_CLASSES]
         if samplers:
             return samplers[0]
         if run.item.scenario == "execution_error":
@@ -1227,34 +1674,18 @@ class FakeComfyUI:
 
     async def _step_count(self, run: Run, node_id: str) -> int:
         node = run.item.graph[node_id]
-        if node["class_type"] == "VHS_VideoCombine":
-            return (await self._plan(run, node_id)).frames or 0
+        if node["class_type"] == "VHS_VideoCombine":  # VHS's progress bar counts frames
+            images = await self._in_thread(run, node_id, run.evaluator.input, node_id, "images")
+            return images.count if isinstance(images, Images) else 0
         if node["class_type"] in SAMPLER_CLASSES:
-            steps = int(literal(run.item.graph, node["inputs"].get("steps")) or 1)
-            return steps * await self._windows(run, node_id)
+            await self._in_thread(run, node_id, run.evaluator.run, node_id)
+            steps = run.evaluator.input(node_id, "steps")
+            latent = (run.evaluator.results[node_id] or (None,))[0]
+            windows = latent.windows if isinstance(latent, Latent) else 1
+            return max(1, steps if isinstance(steps, int) else 1) * windows
         if node_id == run.fault_node and run.item.scenario in ("ws_drop", "die"):
             return 4  # a node with progress, so the fault strikes mid-node
         return 0
-
-    async def _windows(self, run: Run, node_id: str) -> int:
-        """InfiniteTalk renders windows of frame_window_size frames overlapping by motion_frame."""
-        graph = run.item.graph
-        i2v = next((n for n in graph.values() if n["class_type"] == "WanVideoImageToVideoMultiTalk"), None)
-        if i2v is None:
-            return 1
-        window = int(literal(graph, i2v["inputs"].get("frame_window_size")) or 81)
-        motion = int(literal(graph, i2v["inputs"].get("motion_frame")) or 9)
-        frames = (await self._plan(run, node_id)).frames or window
-        return 1 + max(0, math.ceil((frames - window) / max(1, window - motion)))
-
-    async def _plan(self, run: Run, node_id: str) -> RenderPlan:
-        if run.plan is None:
-            output = next((n for n in run.item.outputs if run.item.graph[n]["class_type"] in
-                           ("VHS_VideoCombine", "SaveVideo")), None)
-            audio_link = self._audio_link(run.item.graph, output) if output else None
-            planner = RolePlanner(run.item.graph, self._resolve_input)
-            run.plan = await self._in_thread(run, node_id, planner.plan, audio_link)
-        return run.plan
 
     async def _in_thread(self, run: Run, node_id: str, function, *args):
         """Media work off the event loop; an exception becomes the node's execution_error."""
@@ -1263,18 +1694,6 @@ class FakeComfyUI:
         except Exception as exc:
             raise NodeFailed(node_id, full_type_name(type(exc)), str(exc),
                              traceback.format_tb(exc.__traceback__)) from exc
-
-    @staticmethod
-    def _audio_link(graph: dict, output_id: str) -> str | None:
-        """The node whose AUDIO reaches the output (through CreateVideo for SaveVideo), or None."""
-        node = graph[output_id]
-        if node["class_type"] == "SaveVideo":
-            video = node["inputs"].get("video")
-            node = graph.get(str(video[0])) if is_link(video) else None
-            if node is None:
-                return None
-        audio = node["inputs"].get("audio")
-        return str(audio[0]) if is_link(audio) else None
 
     def _error_data(self, run: Run, failure: NodeFailed) -> dict:
         graph = run.item.graph
@@ -1289,45 +1708,8 @@ class FakeComfyUI:
     # -- what nodes do -----------------------------------------------------------------------
 
     async def _node_function(self, run: Run, node_id: str) -> dict | None:
-        node = run.item.graph[node_id]
-        class_type = node["class_type"]
-        if class_type in FILE_INPUTS:
-            path = self._resolve_input(str(node["inputs"].get(FILE_INPUTS[class_type][0])))
-            await self._in_thread(run, node_id, self._check_decodable, class_type, path)
-        elif class_type == "VHS_VideoCombine":
-            plan = await self._plan(run, node_id)
-            return await self._in_thread(run, node_id, self._render_vhs, run.item.graph, node_id, plan)
-        elif class_type == "SaveVideo":
-            plan = await self._plan(run, node_id)
-            return await self._in_thread(run, node_id, self._render_native, run.item.graph, node_id, plan)
-        elif class_type == "PreviewAny":
-            return {"text": [await self._preview_text(run, node_id)]}
-        return None
-
-    @staticmethod
-    def _check_decodable(class_type: str, path: Path) -> None:
-        if class_type in ("LoadImage", "LoadImageMask"):
-            with Image.open(path) as image:
-                image.load()
-        elif class_type == "LoadAudio":
-            decode_audio(path)
-        else:
-            with av.open(str(path)) as container:
-                if not container.streams.video:
-                    raise ValueError(f"{path.name} has no video stream")
-
-    async def _preview_text(self, run: Run, node_id: str) -> str:
-        graph = run.item.graph
-        source = graph[node_id]["inputs"].get("source")
-        value = literal(graph, source)
-        if value is None and is_link(source):
-            origin = graph.get(str(source[0]), {})
-            plan = await self._plan(run, node_id)
-            if origin.get("class_type") == "MultiTalkWav2VecEmbeds" and source[1] == 2:
-                value = plan.frames
-            elif origin.get("class_type") == "GetImageSizeAndCount" and source[1] in (1, 2, 3):
-                value = [None, plan.width, plan.height, plan.frames][source[1]]
-        return "" if value is None else str(value)
+        """Run the node's emulation (see NODE_CLASSES); an output node answers its UI output."""
+        return await self._in_thread(run, node_id, run.evaluator.run, node_id)
 
     def _save_folder(self, base_dir: Path, prefix: str) -> tuple[Path, str, str]:
         """ComfyUI's get_save_image_path: the prefix may carry a subfolder, never escape the base."""
@@ -1346,46 +1728,38 @@ class FakeComfyUI:
         counters = [int(m.group(1)) for f in os.listdir(folder) if (m := pattern.fullmatch(f))]
         return max(counters, default=0) + 1
 
-    def _frames_and_audio(self, graph: dict, audio_node: str | None, plan: RenderPlan, fps: float):
-        frames = animated(source_frames(plan), plan.frames, plan.seed)
-        if audio_node is None or plan.audio_path is None:
-            return frames, None
-        samples, rate, layout = decode_audio(plan.audio_path)
-        return frames, (fit_audio(samples, rate, plan.frames / fps), rate, layout)
-
-    def _render_vhs(self, graph: dict, node_id: str, plan: RenderPlan) -> dict:
-        inputs = graph[node_id]["inputs"]
+    def _render_vhs(self, graph: dict, node_id: str, inputs: dict) -> dict:
+        """VHS_VideoCombine's files: the first frame as PNG, a silent MP4, and one with the audio if any."""
+        images: Images = inputs["images"]
         save_output = bool(inputs.get("save_output", True))
         base_dir, kind = (self.output_dir, "output") if save_output else (self.temp_dir, "temp")
         folder, name, subfolder = self._save_folder(base_dir, str(inputs.get("filename_prefix", "AnimateDiff")))
-        counter = self._next_counter(folder, name)
-        fps = float(literal(graph, inputs.get("frame_rate")) or 25.0)
-        stem = f"{name}_{counter:05}"
-        first = next(animated(source_frames(plan), 1, plan.seed))
-        Image.fromarray(first).save(folder / f"{stem}.png")
+        stem = f"{name}_{self._next_counter(folder, name):05}"
+        fps = float(inputs.get("frame_rate", 8.0))
+        width, height = even(images.width), even(images.height)
+        Image.fromarray(resize(images.frame(0), width, height)).save(folder / f"{stem}.png")
         comment = json.dumps({"prompt": graph}) if inputs.get("save_metadata") else ""
-        frames, _ = self._frames_and_audio(graph, None, plan, fps)
-        encode_mp4(folder / f"{stem}.mp4", frames, fps, None, comment)
-        filename = f"{stem}.mp4"
-        audio_node = self._audio_link(graph, node_id)
-        if audio_node is not None and plan.audio_path is not None:
-            frames, audio = self._frames_and_audio(graph, audio_node, plan, fps)
-            filename = f"{stem}-audio.mp4"
-            encode_mp4(folder / filename, frames, fps, audio, comment)
-        return {"gifs": [{"filename": filename, "subfolder": subfolder, "type": kind,
+        path = folder / f"{stem}.mp4"
+        encode_mp4(path, (resize(f, width, height) for f in images.frames()), fps, None, comment)
+        audio = inputs.get("audio")
+        if isinstance(audio, Audio):
+            path = folder / f"{stem}-audio.mp4"
+            encode_mp4(path, (resize(f, width, height) for f in images.frames()), fps,
+                       muxable(audio, images.count / fps), comment)
+        return {"gifs": [{"filename": path.name, "subfolder": subfolder, "type": kind,
                           "format": inputs.get("format", "video/h264-mp4"), "frame_rate": fps,
-                          "workflow": f"{stem}.png", "fullpath": str(folder / filename)}]}
+                          "workflow": f"{stem}.png", "fullpath": str(path)}]}
 
-    def _render_native(self, graph: dict, node_id: str, plan: RenderPlan) -> dict:
-        inputs = graph[node_id]["inputs"]
+    def _render_native(self, graph: dict, node_id: str, inputs: dict) -> dict:
+        """SaveVideo's file: <prefix>_<counter>_.mp4 with the VIDEO's frames and audio."""
+        video: Video = inputs["video"]
         prefix = str(inputs.get("filename_prefix", "video/ComfyUI"))
         folder, name, subfolder = self._save_folder(self.output_dir, prefix)
-        video = inputs.get("video")
-        creator = graph.get(str(video[0]), {}) if is_link(video) else {}
-        fps = float(literal(graph, creator.get("inputs", {}).get("fps")) or 25.0)
         filename = f"{name}_{self._next_counter(folder, name):05}_.mp4"
-        frames, audio = self._frames_and_audio(graph, self._audio_link(graph, node_id), plan, fps)
-        encode_mp4(folder / filename, frames, fps, audio)
+        images = video.images
+        width, height = even(images.width), even(images.height)
+        audio = muxable(video.audio, images.count / video.fps) if video.audio is not None else None
+        encode_mp4(folder / filename, (resize(f, width, height) for f in images.frames()), video.fps, audio)
         return {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}], "animated": [True]}
 
     # -- files -------------------------------------------------------------------------------

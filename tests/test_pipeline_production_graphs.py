@@ -1,0 +1,70 @@
+"""The production workflows (workflows/*.json) through the worker's job path against the fake ComfyUI.
+
+The fake computes each node's output the way the real node does (testsupport/fake_comfyui.py,
+NODE_CLASSES), without the worker's role table: so the frames, size and soundtrack the worker reports
+are checked against what the pinned nodes would make of the graph the worker wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from pathlib import Path
+
+import pytest
+
+import handler as handler_module
+from infinitetalk_worker.config import REPO_ROOT, Settings
+from testsupport.media_factory import make_image, make_video, make_wav, probe
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    make_image(folder / "face.png", (160, 120))
+    make_wav(folder / "voice.wav", 1.5)
+    make_wav(folder / "voice2.wav", 1.0, frequency=330)
+    make_video(folder / "clip.mp4", 2.0, (96, 64))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def worker(fake_comfy, tmp_path: Path, inputs: Path, monkeypatch):
+    monkeypatch.setattr("infinitetalk_worker.progress._runpod_sender", lambda job, payload: None)
+    handler_module.reset_worker(Settings(
+        comfyui_url=fake_comfy.url, workflow_dir=REPO_ROOT / "workflows", job_root=tmp_path / "jobs",
+        volume_root=tmp_path / "volume", allowed_input_roots=[inputs], http_timeout_s=5, ws_idle_timeout_s=1,
+        job_deadline_s=60, progress_interval_s=0.0, comfyui_dir=fake_comfy.root))
+    yield
+    handler_module.reset_worker(None)
+
+
+def run(job_input: dict, tmp_path: Path) -> tuple[dict, dict]:
+    result = asyncio.run(handler_module.handler({"id": "job-prod", "input": job_input}))
+    assert "error" not in result, result.get("error")
+    out = tmp_path / f"result-{time.monotonic_ns()}.mp4"
+    out.write_bytes(base64.b64decode(result["video"], validate=True))
+    return result, probe(out)
+
+
+JOBS = {
+    "i2v_single": {"image_path": "face.png", "wav_path": "voice.wav"},
+    "i2v_multi": {"person_count": "multi", "image_path": "face.png", "wav_path": "voice.wav",
+                  "wav_path_2": "voice2.wav"},
+    "v2v_single": {"input_type": "video", "video_path": "clip.mp4", "wav_path": "voice.wav"},
+    "v2v_multi": {"input_type": "video", "person_count": "multi", "video_path": "clip.mp4", "wav_path": "voice.wav",
+                  "wav_path_2": "voice2.wav"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_the_reported_frames_are_the_frames_of_the_video(inputs, tmp_path, name):
+    job = {key: str(inputs / value) if key.endswith("_path") or key.endswith("_2") else value
+           for key, value in JOBS[name].items()}
+    result, video = run({**job, "width": 192, "height": 128}, tmp_path)
+    assert result["workflow"] == f"{name}.json"
+    assert (video["width"], video["height"], video["fps"]) == (192, 128, 25.0)
+    assert video["frames"] == result["frames"] == 37  # int(1.5 s * 25), as MultiTalkWav2VecEmbeds cuts it, not 38
+    assert video["audio_seconds"] == pytest.approx(37 / 25, abs=0.07)  # to the AAC frame (1,024 samples)
