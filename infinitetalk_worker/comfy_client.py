@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import threading
 import time
 import uuid
@@ -151,23 +153,45 @@ class ComfyClient:
     def run_prompt(self, graph: dict[str, Any], output_node: str, *, prompt_id: str, deadline: float,
                    cancel: threading.Event, on_progress: ProgressCallback | None = None) -> PromptResult:
         """Submit and follow one prompt to its end; raise with ComfyUI's own words if it fails."""
-        watch = _PromptWatch(self, prompt_id, deadline, cancel, on_progress or (lambda _: None))
+        watch = _PromptWatch(self, prompt_id, output_node, deadline, cancel, on_progress or (lambda _: None))
         watch.connect()
         try:
             self.submit(graph, watch.client_id, prompt_id)
-            entry = watch.wait_for_history()
+            return watch.wait()
         finally:
             watch.close()
-        return _result_from_history(prompt_id, entry, output_node)
+
+    def fetch_output(self, output: OutputFile, target: Path, comfyui_dir: Path | None) -> str:
+        """Put ComfyUI's file at ``target``: from its folder when this disk has it, else through ``/view``.
+
+        Right after a prompt ComfyUI runs its deferred garbage collection and its HTTP answers stall
+        for up to a second; a hard link (or copy) of the file on the same disk does not wait for that.
+        Returns how the file came ("disk" or "http").
+        """
+        local = _local_path(output, comfyui_dir)
+        if local is not None:
+            try:
+                os.link(local, target)
+            except OSError:
+                shutil.copyfile(local, target)
+            return "disk"
+        self.download(output, target)
+        return "http"
+
+    def forget_later(self, prompt_id: str) -> None:
+        """``forget`` off the job's path: the call may wait behind ComfyUI's clean-up, the result need not."""
+        threading.Thread(target=self.forget, args=(prompt_id,), name=f"forget-{prompt_id[:8]}", daemon=True).start()
 
 
 class _PromptWatch:
     """Follows one prompt: websocket when it works, ``/history`` polling when it does not."""
 
-    def __init__(self, client: ComfyClient, prompt_id: str, deadline: float, cancel: threading.Event,
-                 on_progress: ProgressCallback) -> None:
+    def __init__(self, client: ComfyClient, prompt_id: str, output_node: str, deadline: float,
+                 cancel: threading.Event, on_progress: ProgressCallback) -> None:
         self.client, self.prompt_id, self.deadline, self.cancel = client, prompt_id, deadline, cancel
-        self.on_progress = on_progress
+        self.output_node, self.on_progress = output_node, on_progress
+        self.ws_files: list[OutputFile] = []  # what the output node's `executed` message named
+        self.ws_times: dict[str, int] = {}  # execution_start / execution_success timestamps (ms)
         self.client_id = uuid.uuid4().hex
         self.ws: websocket.WebSocket | None = None
         self.last_connect_try = 0.0
@@ -195,18 +219,27 @@ class _PromptWatch:
                 pass
             self.ws = None
 
-    def wait_for_history(self) -> dict[str, Any]:
+    def wait(self) -> PromptResult:
+        """The prompt's result: from the websocket alone when it saw the success and the output's
+        files, otherwise from ``/history`` (failures, and when the socket dropped meanwhile)."""
         while True:
             self._check_limits()
             if self.ws is not None and self._read_socket():
-                return self._final_history()
+                return self._ws_result() or _result_from_history(self.prompt_id, self._final_history(),
+                                                                 self.output_node)
             if self.ws is None:
                 time.sleep(min(RECV_TICK_S, max(0.0, self.deadline - time.monotonic())))
                 if time.monotonic() - self.last_connect_try >= RECONNECT_EVERY_S:
                     self.connect()
             entry = self._poll_if_due()
             if entry:
-                return entry
+                return _result_from_history(self.prompt_id, entry, self.output_node)
+
+    def _ws_result(self) -> PromptResult | None:
+        if not self.ws_files or "execution_success" not in self.ws_times:
+            return None
+        start, end = self.ws_times.get("execution_start"), self.ws_times["execution_success"]
+        return PromptResult(self.prompt_id, self.ws_files, (end - start) / 1000.0 if start else None)
 
     def _check_limits(self) -> None:
         if self.cancel.is_set():
@@ -237,6 +270,13 @@ class _PromptWatch:
         kind, data = message.get("type"), message.get("data") or {}
         if data.get("prompt_id") != self.prompt_id:
             return False
+        if kind in ("execution_start", "execution_success") and isinstance(data.get("timestamp"), int):
+            self.ws_times[kind] = data["timestamp"]
+        if kind == "executed" and str(data.get("node")) == self.output_node:
+            output = data.get("output") or {}
+            self.ws_files = [_output_file(item) for item in output.get("gifs", []) + output.get("images", [])]
+        if kind == "execution_success" and self.ws_files:
+            return True
         if kind == "executing" and data.get("node") is None:
             return True
         if kind == "progress":
@@ -290,6 +330,14 @@ def _result_from_history(prompt_id: str, entry: dict[str, Any], output_node: str
     if "timestamp" in started and "timestamp" in succeeded:
         execution_s = (succeeded["timestamp"] - started["timestamp"]) / 1000.0
     return PromptResult(prompt_id, files, execution_s, entry)
+
+
+def _local_path(output: OutputFile, comfyui_dir: Path | None) -> Path | None:
+    """The output's file on this disk, when this process can see ComfyUI's folders."""
+    candidates = [Path(output.fullpath)] if output.fullpath else []
+    if comfyui_dir is not None:
+        candidates.append(comfyui_dir / output.type / output.subfolder / output.filename)
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def _output_file(item: dict[str, Any]) -> OutputFile:

@@ -203,10 +203,11 @@ class Pipeline:
         """Copy ComfyUI's video into the job directory, then remove every file and record it left."""
         video = job_dir / "output.mp4"
         try:
-            await asyncio.to_thread(self.client.download, result.files[-1], video)
+            how = await asyncio.to_thread(self.client.fetch_output, result.files[-1], video, self.settings.comfyui_dir)
+            log.info("took ComfyUI's video %s from %s", result.files[-1].filename, how)
         finally:
             delete_output_files(result.files, name, self.settings.comfyui_dir)
-            self.client.forget(result.prompt_id)
+            self.client.forget_later(result.prompt_id)
         return video
 
 

@@ -132,3 +132,27 @@ def test_render_prints_the_graph_and_its_frame_count(tmp_path, inputs):
     embeds = next(n for n in graph.values() if n["class_type"] == "MultiTalkWav2VecEmbeds")
     assert embeds["inputs"]["num_frames"] == 37  # 1.5 s of audio, as the node truncates
     assert "i2v_single.json: 37 frames" in done.stderr
+
+
+def test_the_result_comes_from_the_websocket_and_the_shared_disk(settings, inputs, fake_comfy):
+    """Neither /history nor /view is waited for when the socket saw the output and the disk is shared:
+    right after a prompt ComfyUI's HTTP answers stall behind its garbage collection."""
+    handler_module.reset_worker(settings)
+    result = run(job(inputs))
+    assert "video" in result and result["frames"] == 37
+    paths = [path for method, path in fake_comfy.requests if method == "GET"]
+    assert not any(p.startswith(("/history", "/view")) for p in paths), paths
+    assert result["timings"]["comfyui_execution_s"] >= 0
+
+
+def test_without_the_websocket_the_history_still_gives_the_result(settings, inputs, fake_comfy, monkeypatch):
+    import websocket
+
+    def refuse(*args, **kwargs):
+        raise OSError("no websocket here")
+
+    monkeypatch.setattr(websocket, "create_connection", refuse)
+    handler_module.reset_worker(settings)
+    result = run(job(inputs))
+    assert "video" in result and result["frames"] == 37
+    assert any(path.startswith("/history/") for method, path in fake_comfy.requests if method == "GET")
