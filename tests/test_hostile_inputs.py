@@ -34,7 +34,7 @@ import pytest
 import urllib3.util.connection
 
 import handler as handler_module
-from infinitetalk_worker import media as media_module
+from infinitetalk_worker import base64_input, downloads
 from infinitetalk_worker.config import REPO_ROOT, Settings
 from testsupport.fake_comfyui import FakeComfyUI
 from testsupport.media_factory import make_encoded_audio, make_image, make_video, make_wav
@@ -312,14 +312,14 @@ def resolve_as(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
 def trust_first_hop(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     """Let exactly one URL through the address check (the loopback test server standing in for a
     public host); every other URL, including every redirect target, meets the real check."""
-    real_check = media_module.check_public_url
+    real_check = downloads.check_public_url
 
     def install(trusted_url: str) -> None:
         def check(key: str, url: str, settings: Settings):
             lenient = replace(settings, allow_private_urls=True) if url == trusted_url else settings
             return real_check(key, url, lenient)
 
-        monkeypatch.setattr(media_module, "check_public_url", check)
+        monkeypatch.setattr(downloads, "check_public_url", check)
 
     return install
 
@@ -378,12 +378,12 @@ def test_large_base64_in_any_accepted_form_is_decoded_without_copying_it_whole(t
     settings = Settings(max_base64_bytes=len(text) + 1)
     tracemalloc.start()
     try:
-        media_module.decode_base64("wav_base64", text, "audio", tmp_path / "audio.bin", settings)
+        base64_input.decode_base64("wav_base64", text, "audio", tmp_path / "audio.bin", settings)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert (tmp_path / "audio.bin").read_bytes() == data
-    bound = 4 * media_module.BASE64_CHUNK_CHARS
+    bound = 4 * base64_input.BASE64_CHUNK_CHARS
     assert peak < bound, f"decoding {len(text) / 1e6:.0f} MB of Base64 took {peak / 1e6:.0f} MB at its peak"
 
 
@@ -463,12 +463,28 @@ def test_truncated_files(hostile, inputs, field, name, keep):
            "video_path": str(inputs / "clip.mp4"), "wav_path": str(inputs / "voice.wav")}
     job.pop(field.replace("_base64", "_path"))
     job[field] = b64(data[: max(1, int(len(data) * keep))])
-    hostile(job, field)
+    assert "file is truncated" in hostile(job, field)
 
 
-def test_truncated_compressed_audio(hostile, inputs, tmp_path):
-    m4a = make_encoded_audio(tmp_path / "voice.m4a", 1.0, "aac", "ipod").read_bytes()
-    hostile({"image_path": str(inputs / "face.png"), "wav_base64": b64(m4a[: len(m4a) // 2])}, "wav_base64")
+def test_a_base64_wav_cut_to_200_characters(hostile, inputs):
+    """Its header promises a second of samples; the 3 ms it holds once made a one-frame video."""
+    cut = b64(media_bytes(inputs, "voice.wav"))[:200]
+    error = hostile({"image_path": str(inputs / "face.png"), "wav_base64": cut}, "wav_base64")
+    assert "the audio file is truncated: its header promises 32044 bytes but it holds 150" in error
+
+
+@pytest.mark.parametrize("codec,container", [("aac", "ipod"), ("libmp3lame", "mp3")])
+def test_truncated_compressed_audio(hostile, inputs, tmp_path, codec, container):
+    encoded = make_encoded_audio(tmp_path / f"voice.{container}", 1.0, codec, container).read_bytes()
+    error = hostile({"image_path": str(inputs / "face.png"), "wav_base64": b64(encoded[: len(encoded) // 2])},
+                    "wav_base64")
+    assert "the audio file is truncated" in error
+
+
+def test_audio_shorter_than_the_minimum(hostile, inputs, tmp_path):
+    blip = make_wav(tmp_path / "blip.wav", 0.1).read_bytes()
+    error = hostile({**valid_input(inputs), "wav_path": None, "wav_base64": b64(blip)}, "wav_base64")
+    assert "the audio is 0.100 s long; at least 0.2 s" in error
 
 
 # -- decompression bombs and over-long media -------------------------------------------------------

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import infinitetalk_worker.media as media
+from infinitetalk_worker import downloads
 from infinitetalk_worker.config import Settings
 from infinitetalk_worker.errors import InputError
 
@@ -55,17 +55,17 @@ def tls_server(tmp_path, monkeypatch):
         self.verify = str(tmp_path / "cert.pem")
 
     monkeypatch.setattr(requests.Session, "__init__", trusting_init)
-    monkeypatch.setattr(media, "check_public_url", lambda key, url, settings: "127.0.0.1")
+    monkeypatch.setattr(downloads, "check_public_url", lambda key, url, settings: ["127.0.0.1"])
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
 
 
 def test_pinned_https_download_keeps_sni_and_certificate_checks(tls_server, tmp_path):
-    media.download_url("wav_url", f"https://localhost:{tls_server}/v.wav", tmp_path / "a.bin", Settings())
+    downloads.download_url("wav_url", f"https://localhost:{tls_server}/v.wav", tmp_path / "a.bin", Settings())
     assert (tmp_path / "a.bin").read_bytes() == b"voice-bytes"
 
 
 def test_a_certificate_for_another_name_is_refused(tls_server, tmp_path):
     with pytest.raises(InputError, match=f"wav_url: the download from 'https://127.0.0.1:{tls_server}/v.wav' failed: SSLError"):
-        media.download_url("wav_url", f"https://127.0.0.1:{tls_server}/v.wav", tmp_path / "b.bin", Settings())
+        downloads.download_url("wav_url", f"https://127.0.0.1:{tls_server}/v.wav", tmp_path / "b.bin", Settings())

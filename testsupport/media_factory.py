@@ -64,10 +64,13 @@ def _encode_tone(output, stream, seconds: float) -> None:
 
 
 def make_video(path: Path, seconds: float = 1.0, size: tuple[int, int] = (64, 48), fps: int = 25,
-               with_audio: bool = False) -> Path:
-    """An H.264 MP4 whose frames change over time (so it is a real moving video)."""
+               with_audio: bool = False, faststart: bool = False) -> Path:
+    """An H.264 MP4 whose frames change over time (so it is a real moving video).
+
+    ``faststart`` puts the index (``moov``) before the frames, as files made for streaming have it.
+    """
     frames = int(seconds * fps)
-    with av.open(str(path), "w") as output:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as output:
         video = output.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
         audio = output.add_stream("aac", rate=48000, layout="mono") if with_audio else None

@@ -1,0 +1,67 @@
+"""Files the worker makes from the inputs for two-speaker graphs: the soundtrack and the speaker masks."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+from collections.abc import Sequence
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw
+
+SOUNDTRACK_RATE = 48000
+# Left and right half, inset as the model authors do: a region (or the background) with no area
+# makes kijai's masked attention divide by zero, and then no face follows its voice.
+DEFAULT_SPEAKER_BOXES = ((0.05, 0.1, 0.45, 0.9), (0.55, 0.1, 0.95, 0.9))
+
+Box = Sequence[float]
+
+
+def make_soundtrack(paths: list[Path], mode: str, target: Path) -> Path:
+    """The user's own voices as the video's sound: summed on one timeline (para) or one after another (add)."""
+    tracks = [_decode_stereo(path) for path in paths]
+    if mode == "add":
+        mixed = np.concatenate(tracks)
+    else:
+        mixed = np.zeros((max(len(t) for t in tracks), 2), dtype=np.float32)
+        for track in tracks:
+            mixed[: len(track)] += track
+    pcm = (np.clip(mixed, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(target), "wb") as sink:
+        sink.setnchannels(2)
+        sink.setsampwidth(2)
+        sink.setframerate(SOUNDTRACK_RATE)
+        sink.writeframes(pcm.tobytes())
+    return target
+
+
+def _decode_stereo(path: Path) -> np.ndarray:
+    resampler = av.AudioResampler(format="flt", layout="stereo", rate=SOUNDTRACK_RATE)
+    chunks: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            chunks += [out.to_ndarray().reshape(-1, 2) for out in resampler.resample(frame)]
+        chunks += [out.to_ndarray().reshape(-1, 2) for out in resampler.resample(None)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, 2), dtype=np.float32)
+
+
+def make_speaker_masks(boxes: Sequence[Box], size: tuple[int, int], job_dir: Path) -> dict[str, Path]:
+    """One white-on-black PNG per speaker region plus the background, at the generation's size."""
+    width, height = size
+    union = Image.new("L", size, 0)
+    files: dict[str, Path] = {}
+    for index, (x0, y0, x1, y1) in enumerate(boxes, start=1):
+        mask = Image.new("L", size, 0)
+        rectangle = (round(x0 * width), round(y0 * height), round(x1 * width) - 1, round(y1 * height) - 1)
+        ImageDraw.Draw(mask).rectangle(rectangle, fill=255)
+        ImageDraw.Draw(union).rectangle(rectangle, fill=255)
+        files[f"speaker_mask_{index}"] = _save_mask(mask, job_dir / f"speaker_mask_{index}.png")
+    background = union.point(lambda v: 255 - v)
+    files["speaker_mask_background"] = _save_mask(background, job_dir / "speaker_mask_background.png")
+    return files
+
+
+def _save_mask(mask: Image.Image, path: Path) -> Path:
+    mask.convert("RGB").save(path)
+    return path
