@@ -44,8 +44,8 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
     && printf 'torch==%s\ntorchvision==%s\ntorchaudio==%s\n' \
         "${TORCH_VERSION}" "${TORCHVISION_VERSION}" "${TORCHAUDIO_VERSION}" >/opt/torch-constraints.txt
 
-# ComfyUI and each custom node at the commits of the pinned stack (design.md §4); a test checks
-# that these equal the design's table.
+# ComfyUI and each custom node at the commits of the pinned stack; a test checks that these equal
+# the stack the recorded /object_info came from (tests/data/comfyui/README.md).
 ARG COMFYUI_REPO=https://github.com/Comfy-Org/ComfyUI
 ARG COMFYUI_COMMIT=a125cd84b054a57729b5eecab930ca9408719832
 ARG WANVIDEOWRAPPER_REPO=https://github.com/kijai/ComfyUI-WanVideoWrapper

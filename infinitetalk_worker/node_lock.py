@@ -213,7 +213,7 @@ def build_lock(object_info: dict[str, Any], class_names: Iterable[str], source: 
     return {
         "format": LOCK_FORMAT,
         "comment": "Interfaces of the node classes the workflows use, from GET /object_info of the pinned stack "
-        "(design.md). Regenerate with: python -m infinitetalk_worker lock --object-info FILE|URL",
+        "(tests/data/comfyui/README.md). Regenerate with: python -m infinitetalk_worker lock --object-info FILE|URL",
         "source": source,
         "classes": {name: class_interface(name, object_info[name]) for name in names},
     }

@@ -24,18 +24,8 @@ from infinitetalk_worker.request import parse_request
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-DESIGN = REPO_ROOT.parent / "shared" / "docs" / "design.md"
+RECORDING = REPO_ROOT / "tests" / "data" / "comfyui" / "README.md"
 SCRIPTS = REPO_ROOT / "scripts"
-
-# design.md §4 "Pinned stack", kept here for checkouts without ../shared; a test keeps it equal.
-DESIGN_PINS = {
-    "Comfy-Org/ComfyUI": "a125cd84b054a57729b5eecab930ca9408719832",
-    "kijai/ComfyUI-WanVideoWrapper": "6b286552b7ad470daf2f664ba9396781921ca6d2",
-    "kijai/ComfyUI-KJNodes": "aa89c147d04a03173a09604999b703c9e10916e1",
-    "Kosinkadink/ComfyUI-VideoHelperSuite": "6e7f63867584bb1fb4944d36172e7f98436da9a1",
-    "kijai/ComfyUI-MelBandRoFormer": "b40e263224778ec417114d91d8b3b39934e30de5",
-}
-
 
 def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
@@ -59,11 +49,11 @@ def build_args() -> dict[str, str]:
     return dict(rest.split("=", 1) for keyword, rest in instructions() if keyword == "ARG" and "=" in rest)
 
 
-def design_pins() -> dict[str, str]:
-    """The pinned-stack table of design.md, read the way a person reads it."""
+def recorded_pins() -> dict[str, str]:
+    """The stack the recorded /object_info came from (tests/data/comfyui/README.md), read as a person reads it."""
     table_row = re.compile(r"^\|\s*([\w.-]+/[\w.-]+)(?:\s*\([^)]*\))?\s*\|\s*([0-9a-f]{40})\s*\|\s*$")
     pins = {}
-    for line in DESIGN.read_text(encoding="utf-8").splitlines():
+    for line in RECORDING.read_text(encoding="utf-8").splitlines():
         if match := table_row.match(line.strip()):
             pins[match.group(1)] = match.group(2)
     return pins
@@ -72,13 +62,7 @@ def design_pins() -> dict[str, str]:
 # ---------------------------------------------------------------- pins
 
 
-def test_the_copy_of_the_design_table_is_current():
-    if not DESIGN.exists():
-        pytest.skip("../shared/docs/design.md is not beside this checkout")
-    assert design_pins() == DESIGN_PINS
-
-
-def test_the_dockerfile_pins_are_the_designs_pinned_stack():
+def test_the_dockerfile_pins_are_the_stack_the_node_lock_was_recorded_from():
     args = build_args()
     pinned = {}
     for name, url in args.items():
@@ -86,14 +70,14 @@ def test_the_dockerfile_pins_are_the_designs_pinned_stack():
             stem = name.removesuffix("_REPO")
             repository = re.sub(r"^https://github\.com/|\.git$", "", url)
             pinned[repository] = args[f"{stem}_COMMIT"]
-    expected = design_pins() if DESIGN.exists() else DESIGN_PINS
-    assert pinned == expected
+    recorded = recorded_pins()
+    assert len(recorded) == 5 and pinned == recorded
 
 
 def test_every_pinned_repository_is_fetched_at_its_commit():
     runs = " ".join(rest for keyword, rest in instructions() if keyword == "RUN")
     stems = [name.removesuffix("_REPO") for name in build_args() if name.endswith("_REPO")]
-    assert len(stems) == len(DESIGN_PINS)
+    assert len(stems) == len(recorded_pins())
     for stem in stems:
         assert re.search(rf'fetch_pinned\.sh \S+ "\${{{stem}_REPO}}" "\${{{stem}_COMMIT}}"', runs), stem
 
@@ -463,17 +447,35 @@ def test_the_hub_files_describe_a_gpu_video_worker_with_valid_tests(tmp_path):
     assert env["WORKFLOW_DIR"] == "/app/workflows/smoke"
 
 
-def test_the_example_media_are_small_and_what_they_claim():
+def _claims(name: str) -> str:
+    """What examples/README.md's table says of one file."""
+    rows = (REPO_ROOT / "examples" / "README.md").read_text(encoding="utf-8").splitlines()
+    (row,) = [line for line in rows if line.startswith(f"| `{name}` |")]
+    return row.split("|")[2]
+
+
+def test_the_example_media_are_small_and_what_examples_readme_says():
     examples = REPO_ROOT / "examples"
     assert sum(p.stat().st_size for p in examples.iterdir()) < 2_000_000
-    with Image.open(examples / "portrait.png") as portrait:
-        assert portrait.size == (512, 512)
-    for clip in ("speech_1.wav", "speech_2.wav"):
-        with wave.open(str(examples / clip)) as speech:
-            assert speech.getsampwidth() == 2 and speech.getnchannels() == 1
-            assert 2 <= speech.getnframes() / speech.getframerate() <= 10
-    # the videos outlast their requests' audio (two_people.mp4: both clips in a row)
-    for name, size, frame_count in (("portrait.mp4", (256, 256), 150), ("two_people.mp4", (384, 256), 250)):
+    for name in ("portrait.png", "two_people.png"):
+        width, height = map(int, re.search(r"(\d+)×(\d+)", _claims(name)).groups())
+        with Image.open(examples / name) as picture:
+            assert picture.size == (width, height), name
+    for name in ("speech_1.wav", "speech_2.wav"):
+        seconds = float(re.search(r"([\d.]+) s of", _claims(name)).group(1))
+        with wave.open(str(examples / name)) as speech:
+            assert speech.getsampwidth() == 2 and speech.getnchannels() == 1 and speech.getframerate() == 16000
+            assert speech.getnframes() / speech.getframerate() == pytest.approx(seconds, abs=0.005), name
+    lengths = {}
+    for name in ("portrait.mp4", "two_people.mp4"):
+        seconds, count, fps, width, height = re.search(
+            r"([\d.]+) s \((\d+) frames\), (\d+) fps, (\d+)×(\d+)", _claims(name)).groups()
         with av.open(str(examples / name)) as container:
+            assert not container.streams.audio
             frames = list(container.decode(video=0))
-        assert len(frames) == frame_count and (frames[0].width, frames[0].height) == size
+        assert len(frames) == int(count) == round(float(seconds) * int(fps)), name
+        assert (frames[0].width, frames[0].height) == (int(width), int(height)), name
+        lengths[name] = len(frames) / int(fps)
+    # the videos outlast their requests' audio (two_people.mp4: both voices one after the other)
+    speech = [float(re.search(r"([\d.]+) s of", _claims(f"speech_{n}.wav")).group(1)) for n in (1, 2)]
+    assert lengths["portrait.mp4"] > speech[0] and lengths["two_people.mp4"] > sum(speech)
