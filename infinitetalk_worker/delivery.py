@@ -18,6 +18,7 @@ from typing import Any
 import av
 
 from .config import Settings
+from .constants import FPS
 from .errors import DeliveryError
 from .request import JobRequest
 
@@ -47,7 +48,7 @@ def video_metadata(path: Path) -> dict[str, Any]:
             stream = container.streams.video[0]
             frames = stream.frames or sum(1 for _ in container.demux(stream) if _.size)
             fps = float(stream.average_rate or stream.guessed_rate or 0)
-            duration = container.duration / av.time_base if container.duration else frames / (fps or 25)
+            duration = container.duration / av.time_base if container.duration else frames / (fps or FPS)
             return {
                 "duration_s": round(duration, 3),
                 "frames": frames,
@@ -110,10 +111,26 @@ def deliver(video: Path, request: JobRequest, name: str, settings: Settings, met
     timings = dict(metadata.get("timings", {}), delivery_s=round(time.monotonic() - started, 3))
     result = JobOutput(result, **metadata)
     result.update(timings=timings, delivered_as=destination)
+    if destination != request.destination[0]:
+        result["warnings"] = [*metadata.get("warnings", []), moved_warning(destination, encoded_size, settings)]
     leaked = FORBIDDEN_KEYS & result.keys()
     if leaked:
         raise AssertionError(f"delivery produced forbidden keys {sorted(leaked)}")
     return result
+
+
+def moved_warning(destination: str, encoded_size: int, settings: Settings) -> str:
+    """Why a result asked for inline has no ``video`` key, and which key to read: a client that reads
+    only ``video`` (Engui Studio's September and October 2025 releases) would otherwise show nothing."""
+    where = {
+        "volume": "written to the network volume: read `video_path`",
+        "s3": f"uploaded to S3: read `video_url` (a link valid for {settings.s3_url_expiry_s} s)",
+    }[destination]
+    return (
+        f"The video is {encoded_size / 1e6:.1f} MB as Base64, over the {settings.inline_output_limit_bytes / 1e6:.1f} MB "
+        f"returned inline (INLINE_OUTPUT_LIMIT_BYTES), so it was {where}. This result has no `video` key; "
+        "a client that reads only `video` shows nothing."
+    )
 
 
 def encode_base64(video: Path) -> str:

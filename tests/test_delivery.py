@@ -67,8 +67,24 @@ def test_too_large_for_inline_goes_to_the_volume_when_there_is_one(video, settin
     volume = tmp_path / "vol"
     volume.mkdir()
     small = replace(settings, volume_root=volume, inline_output_limit_bytes=100)
-    result = deliver(video, request(), "big", small, META)
+    result = deliver(video, request(), "big", small, {**META, "warnings": ["an earlier warning"]})
     assert result["delivered_as"] == "volume" and Path(result["video_path"]).is_file()
+    assert "video" not in result
+    size_mb = f"{(video.stat().st_size + 2) // 3 * 4 / 1e6:.1f}"
+    assert result["warnings"] == [
+        "an earlier warning",
+        f"The video is {size_mb} MB as Base64, over the 0.0 MB returned inline (INLINE_OUTPUT_LIMIT_BYTES), so it "
+        "was written to the network volume: read `video_path`. This result has no `video` key; a client that reads "
+        "only `video` shows nothing.",
+    ]
+
+
+def test_a_result_that_fits_inline_or_went_where_asked_has_no_warning(video, settings, tmp_path):
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    assert "warnings" not in deliver(video, request(), "fits", settings, META)
+    assert "warnings" not in deliver(video, request(network_volume=True), "asked", replace(settings, volume_root=volume),
+                                     META)
 
 
 def test_too_large_with_nowhere_to_put_it_is_a_clear_error(video, settings):

@@ -174,8 +174,23 @@ def test_a_result_too_large_for_inline_goes_to_s3_when_no_volume_is_mounted(sett
     from infinitetalk_worker.delivery import deliver
 
     small = replace(settings, inline_output_limit_bytes=100, volume_root=tmp_path / "absent")
-    result = deliver(_real_video(tmp_path), _request(), "job-big", small, {"seed": 1, "timings": {}})
+    video = _real_video(tmp_path)
+    result = deliver(video, _request(), "job-big", small, {"seed": 1, "timings": {}})
     assert result["delivered_as"] == "s3" and result["video_url"].startswith(settings.bucket_endpoint_url)
+    assert "video" not in result
+    size_mb = f"{(video.stat().st_size + 2) // 3 * 4 / 1e6:.1f}"
+    assert result["warnings"] == [
+        f"The video is {size_mb} MB as Base64, over the 0.0 MB returned "
+        f"inline (INLINE_OUTPUT_LIMIT_BYTES), so it was uploaded to S3: read `video_url` (a link valid for "
+        f"{settings.s3_url_expiry_s} s). This result has no `video` key; a client that reads only `video` shows nothing."
+    ]
+
+
+def test_a_result_asked_for_s3_carries_no_warning(settings, tmp_path):
+    from infinitetalk_worker.delivery import deliver
+
+    result = deliver(_real_video(tmp_path), _request(output="s3"), "job-s3", settings, {"timings": {}})
+    assert "warnings" not in result
 
 
 def test_output_s3_without_credentials_is_an_error_not_a_local_path(tmp_path):
