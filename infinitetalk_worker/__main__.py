@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "infinitetalk_worker.node_lock",
     "infinitetalk_worker.startup_checks",
     "infinitetalk_worker.model_download",
+    "infinitetalk_worker.schema",
     "infinitetalk_worker.standins",
 )
 

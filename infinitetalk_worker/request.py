@@ -185,7 +185,7 @@ class JobRequest(BaseModel):
         None, "the region [x0, y0, x1, y1] each voice drives, in 0..1 of the picture; two-speaker jobs only",
         "left half / right half")
     output: Literal["base64", "volume", "s3"] | None = _described(
-        None, "where the result goes (overrides network_volume)", '"base64", or "volume" with network_volume')
+        None, "where the result goes (overrides network_volume)", "base64, or volume when network_volume is true")
     test: Flag = _described(False, "health probe: answers at once with readiness, runs nothing")
 
     @field_validator("prompt", "negative_prompt")
