@@ -36,8 +36,7 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    import runpod
-
+    from infinitetalk_worker.runpod_sdk import runpod
     from infinitetalk_worker.startup_checks import run_startup_checks
 
     setup_logging()

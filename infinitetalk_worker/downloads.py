@@ -30,10 +30,10 @@ import requests
 import urllib3
 import urllib3.connection
 import urllib3.exceptions
-from runpod.serverless.utils import rp_ssrf
 
 from .config import Settings
 from .errors import InputError, shown, shown_url
+from .runpod_sdk import rp_ssrf
 
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 1 << 20

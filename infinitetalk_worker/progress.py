@@ -31,7 +31,7 @@ def _runpod_sender(job: dict[str, Any], payload: Any) -> None:
     if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
         log.debug("progress (not on RunPod, not sent): %s", payload)
         return
-    import runpod
+    from .runpod_sdk import runpod
 
     runpod.serverless.progress_update(job, payload)
 
