@@ -14,14 +14,16 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from .config import REPO_ROOT
+from .model_download import ModelDownloadError, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -268,15 +270,12 @@ def load_lock(path: Path) -> dict[str, Any]:
 
 
 def load_model_index(path: Path) -> set[tuple[str, str]]:
-    """(folder, file) of every manifest entry: what model-file inputs may name."""
+    """(folder, file) of every manifest entry: what model-file inputs may name (read by the one manifest reader)."""
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LockError(f"Model manifest {path} cannot be read: {exc}") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("file"), str)
-                                             and isinstance(r.get("folder"), str) for r in rows):
-        raise LockError(f"Model manifest {path} must be a JSON list of objects with 'file' and 'folder'.")
-    return {(row["folder"], row["file"]) for row in rows}
+        entries = load_manifest(path)
+    except ModelDownloadError as exc:
+        raise LockError(str(exc)) from None
+    return {(entry.folder, entry.file) for entry in entries}
 
 
 # ---------------------------------------------------------------- validation

@@ -8,16 +8,17 @@ that carries the roles (the production four, the CPU smoke set, a user's own) ru
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .constants import MULTI_ONLY_FIELDS
 from .errors import WorkflowError
 from .frames import frame_count
 from .media import PreparedMedia
+from .node_lock import LockError, load_graph
 from .request import JobRequest
 from .roles import OUTPUT_ROLE, REQUIRED_ROLES, ROLE_INPUTS, roles_of
 
@@ -59,10 +60,10 @@ class Workflow:
 def load_workflow(path: Path) -> Workflow:
     """Read an API-format graph and index its roles, refusing roles the worker cannot write."""
     try:
-        graph = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise WorkflowError(f"Workflow {path} could not be read: {exc}") from None
-    if not isinstance(graph, dict) or not all(isinstance(n, dict) and "class_type" in n for n in graph.values()):
+        graph = load_graph(path)
+    except LockError as exc:
+        raise WorkflowError(str(exc)) from None
+    if not all(isinstance(n, dict) and "class_type" in n for n in graph.values()):
         raise WorkflowError(f"Workflow {path} is not an API-format graph (every node needs a class_type).")
     nodes_by_role: dict[str, list[str]] = {}
     for node_id, node in graph.items():
@@ -157,8 +158,9 @@ def graph_values(request: JobRequest, media: PreparedMedia, seed: int, filename_
 
 def explicit_values(request: JobRequest) -> set[str]:
     """Value names the caller chose explicitly (single-speaker jobs ignore the multi-only keys)."""
-    multi_only = set() if request.person_count == "multi" else {"multi_audio_type", "speaker_boxes"}
-    return {REQUEST_VALUE_FIELDS[f] for f in request.explicit_fields if f in REQUEST_VALUE_FIELDS and f not in multi_only}
+    multi_only = set() if request.person_count == "multi" else MULTI_ONLY_FIELDS
+    return {REQUEST_VALUE_FIELDS[f] for f in request.explicit_fields
+            if f in REQUEST_VALUE_FIELDS and f not in multi_only}
 
 
 def new_seed() -> int:

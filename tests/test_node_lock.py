@@ -87,8 +87,10 @@ OBJECT_INFO = {
     "SaveVideo": {
         "input": {"required": {"video": ["VIDEO", {}],
                                "filename_prefix": ["STRING", {"default": "video/ComfyUI", "multiline": False}],
-                               "format": ["COMBO", {"default": "auto", "multiselect": False, "options": ["auto", "mp4"]}],
-                               "codec": ["COMBO", {"default": "auto", "multiselect": False, "options": ["auto", "h264"]}]},
+                               "format": ["COMBO", {"default": "auto", "multiselect": False,
+                                                    "options": ["auto", "mp4"]}],
+                               "codec": ["COMBO", {"default": "auto", "multiselect": False,
+                                                   "options": ["auto", "h264"]}]},
                   "hidden": {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}},
         "output": [], "output_is_list": [], "output_name": [], "output_node": True,
         "python_module": "comfy_extras.nodes_video",
@@ -178,7 +180,8 @@ def test_lock_command_covers_every_class_of_every_graph_plus_the_smoke_classes(t
     (tmp_path / "object_info.json").write_text(json.dumps(info))
     (tmp_path / "wf").mkdir()
     (tmp_path / "wf" / "deep").mkdir()
-    (tmp_path / "wf" / "deep" / "a.json").write_text(json.dumps({"1": {"class_type": "WanVideoScheduler", "inputs": {}}}))
+    deep_graph = {"1": {"class_type": "WanVideoScheduler", "inputs": {}}}
+    (tmp_path / "wf" / "deep" / "a.json").write_text(json.dumps(deep_graph))
     (tmp_path / "wf" / "models.json").write_text("[]")
     output = tmp_path / "wf" / "node_lock.json"
 
@@ -317,7 +320,8 @@ def test_model_files_are_checked_against_the_manifest_not_the_installed_list(loc
     assert messages(graph, lock) == [
         "wf.json: node 4 (WanVideoVAELoader) input 'model_name': model file 'some_local_vae.safetensors' (folder vae) "
         "is not in models.json; add it to the manifest so it is downloaded and checked at start-up."]
-    assert any("not in models.json" in m for m in messages(graph, lock, models={("loras", "Wan2_1_VAE_bf16.safetensors")}))
+    misplaced = {("loras", "Wan2_1_VAE_bf16.safetensors")}
+    assert any("not in models.json" in m for m in messages(graph, lock, models=misplaced))
 
 
 def test_numbered_inputs_follow_inputcount(lock):
@@ -356,13 +360,14 @@ def test_linked_combo_from_a_node_that_passes_a_choice_list(lock):
     graph["6"] = {"class_type": "LoadImageMask", "inputs": {"image": "/abs/m.png", "channel": ["5", 0]}}
     assert messages(graph, lock) == []
     graph["6"]["inputs"]["channel"] = ["5", 1]
-    assert "links to output 1 (sigmas: SIGMAS) of node 5 (WanVideoScheduler), but accepts COMBO." in messages(graph, lock)[0]
+    expected = "links to output 1 (sigmas: SIGMAS) of node 5 (WanVideoScheduler), but accepts COMBO."
+    assert expected in messages(graph, lock)[0]
 
 
 def test_manifest_must_name_file_and_folder(tmp_path):
     path = tmp_path / "models.json"
     path.write_text(json.dumps([{"file": "a.safetensors"}]))
-    with pytest.raises(LockError, match="'file' and 'folder'"):
+    with pytest.raises(LockError, match="entry 0: 'folder' must be a non-empty string"):
         load_model_index(path)
 
 
