@@ -42,6 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
+
 from infinitetalk_worker.config import RUNPOD_RESULT_CAP_BYTES  # noqa: E402
 
 TARGET_FACTOR = 2.5
@@ -117,8 +118,9 @@ def encoded_input(wav: Path, case: str) -> str:
 
 def through_sdk(runner: common.JobRunner, job_input: dict) -> tuple[dict, int]:
     """What RunPod's SDK does with a handler's result before it is on the wire."""
-    import handler
     from runpod.serverless.modules.rp_job import run_job
+
+    import handler
 
     run_result = runner.loop.run_until_complete(run_job(handler.handler, {"id": "bench-sdk", "input": job_input}))
     body = json.dumps(run_result, ensure_ascii=False).encode("utf-8")  # rp_http._handle_result + aiohttp

@@ -132,7 +132,7 @@ def warm_figures(url: str, workdir: Path, inputs: Path, comfyui_dir: Path | None
     probe, runner = Probe(handler.get_worker()), common.JobRunner()
     figures: dict[str, list[dict[str, float]]] = {}
     jobs = jobs or common.jobs_for(inputs)
-    for kind, job_input in jobs.items():
+    for job_input in jobs.values():
         probe.measure(runner, job_input)  # warm this workflow's path once
     for _ in range(repeat):
         for kind, job_input in jobs.items():

@@ -15,9 +15,10 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -141,7 +142,8 @@ class ComfyClient:
     # -- running a prompt ---------------------------------------------------------------------
 
     def submit(self, graph: dict[str, Any], client_id: str, prompt_id: str) -> None:
-        response = self._request("POST", "/prompt", json={"prompt": graph, "client_id": client_id, "prompt_id": prompt_id})
+        body = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
+        response = self._request("POST", "/prompt", json=body)
         body = _json_or_empty(response)
         if response.status_code == 200 and body.get("node_errors"):
             self.interrupt(prompt_id)  # queued with some outputs skipped: not the job that was asked for

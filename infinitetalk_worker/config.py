@@ -9,8 +9,9 @@ setting is one line in ``Settings``; the README check then says the tables need 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic.dataclasses import dataclass
@@ -81,7 +82,8 @@ class Settings:
     allow_private_urls: bool = setting(
         False, "ALLOW_PRIVATE_URLS", "let `*_url` inputs reach loopback/private addresses (local testing only)")
     job_root: Path = setting(
-        Path("/tmp/infinitetalk-jobs"), "JOB_ROOT", "where each job's private directory is made (removed after the job)")
+        Path("/tmp/infinitetalk-jobs"), "JOB_ROOT",
+        "where each job's private directory is made (removed after the job)")
     max_base64_bytes: int = setting(
         200 * MIB, "MAX_BASE64_BYTES", "size cap for one Base64 input (characters)",
         limit=("one Base64 input", "characters of text"), gt=0)

@@ -89,13 +89,14 @@ def choose_destination(request: JobRequest, encoded_size: int, settings: Setting
     if settings.s3_configured:
         return "s3"
     raise DeliveryError(
-        f"The video is {encoded_size / 1e6:.1f} MB as Base64, over the {settings.inline_output_limit_bytes / 1e6:.1f} MB "
-        "that RunPod can return inline; attach a network volume or set BUCKET_NAME, BUCKET_ACCESS_KEY_ID and "
-        "BUCKET_SECRET_ACCESS_KEY to receive large results."
+        f"The video is {encoded_size / 1e6:.1f} MB as Base64, over the "
+        f"{settings.inline_output_limit_bytes / 1e6:.1f} MB that RunPod can return inline; attach a network volume "
+        "or set BUCKET_NAME, BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY to receive large results."
     )
 
 
-def deliver(video: Path, request: JobRequest, name: str, settings: Settings, metadata: dict[str, Any]) -> dict[str, Any]:
+def deliver(video: Path, request: JobRequest, name: str, settings: Settings,
+            metadata: dict[str, Any]) -> dict[str, Any]:
     """Hand the video back the way the request and the size allow, with the metadata beside it."""
     encoded_size = (video.stat().st_size + 2) // 3 * 4
     destination = choose_destination(request, encoded_size, settings)
@@ -127,9 +128,9 @@ def moved_warning(destination: str, encoded_size: int, settings: Settings) -> st
         "s3": f"uploaded to S3: read `video_url` (a link valid for {settings.s3_url_expiry_s} s)",
     }[destination]
     return (
-        f"The video is {encoded_size / 1e6:.1f} MB as Base64, over the {settings.inline_output_limit_bytes / 1e6:.1f} MB "
-        f"returned inline (INLINE_OUTPUT_LIMIT_BYTES), so it was {where}. This result has no `video` key; "
-        "a client that reads only `video` shows nothing."
+        f"The video is {encoded_size / 1e6:.1f} MB as Base64, over the "
+        f"{settings.inline_output_limit_bytes / 1e6:.1f} MB returned inline (INLINE_OUTPUT_LIMIT_BYTES), "
+        f"so it was {where}. This result has no `video` key; a client that reads only `video` shows nothing."
     )
 
 

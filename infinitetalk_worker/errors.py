@@ -7,7 +7,8 @@ echoes more than ``MAX_SHOWN_CHARS`` of it, however long the value is.
 from __future__ import annotations
 
 import reprlib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 #: The most characters of a user's value an error or warning repeats.

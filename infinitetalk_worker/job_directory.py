@@ -6,8 +6,8 @@ import contextlib
 import re
 import shutil
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 from .config import Settings
 

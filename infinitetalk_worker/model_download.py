@@ -23,10 +23,11 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
@@ -117,7 +118,11 @@ def _entry(row: Any, index: int, manifest: Path) -> ModelEntry:
 
 
 def names_used_by_workflows(workflow_dir: Path) -> set[str]:
-    """Every string input of every API-format graph in ``workflow_dir``: the model names they load."""
+    """Every string input of every API-format graph in ``workflow_dir``: the model names they load.
+
+    The graphs are read here, not through ``node_lock.load_graph`` (the worker's one graph reader),
+    because the image build runs this file alone, without the package.
+    """
     graphs = [p for p in sorted(workflow_dir.glob("*.json")) if p.name != "models.json"]
     names: set[str] = set()
     for path in graphs:

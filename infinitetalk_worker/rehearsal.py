@@ -344,11 +344,13 @@ def format_outcome(outcome: Outcome) -> str:
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("rehearse", help="run the four production graphs on stand-in weights and check the videos")
+    parser = subparsers.add_parser(
+        "rehearse", help="run the four production graphs on stand-in weights and check the videos")
     parser.add_argument("--comfyui", help="ComfyUI's URL (default COMFYUI_URL)")
     parser.add_argument("--cases", choices=("all", "quick"), default="all", help="quick: one case per workflow")
     parser.add_argument("--full-text-encoder", action="store_true",
-                        help="run umt5-xxl for the prompts instead of stand-in cached embeddings (11-14 min a graph on CPU)")
+                        help="run umt5-xxl for the prompts instead of stand-in cached embeddings "
+                        "(11-14 min a graph on CPU)")
     parser.add_argument("--only", action="append", default=[], help="run only the named case (repeatable)")
     parser.set_defaults(func=_rehearse_command)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from testsupport.fake_comfyui import FakeComfyUI
-
 
 # -- fake ComfyUI ------------------------------------------------------------------------------
 

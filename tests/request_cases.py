@@ -17,7 +17,8 @@ CASES = [
     (kind, people, extra)
     for kind in ("image", "video")
     for people in ("single", "multi")
-    for extra in ({}, OPTIONS) + (({**OPTIONS, **MULTI_OPTIONS}, {"multi_audio_type": "add"}) if people == "multi" else ())
+    for extra in ({}, OPTIONS) + (
+        ({**OPTIONS, **MULTI_OPTIONS}, {"multi_audio_type": "add"}) if people == "multi" else ())
 ]
 CASE_IDS = [f"{k}-{p}-{'+'.join(sorted(e)) or 'defaults'}" for k, p, e in CASES]
 SPEECH_1_S, SPEECH_2_S = 0.8, 0.6

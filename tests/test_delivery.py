@@ -59,7 +59,8 @@ def test_volume_delivery_writes_a_unique_file(video, settings, tmp_path, extra):
 
 @pytest.mark.parametrize("key,value", [("network_volume", True), ("output", "volume")])
 def test_volume_requested_but_absent_is_an_error_naming_the_key_that_asked(video, settings, key, value):
-    with pytest.raises(DeliveryError, match=f"^{key}: the network volume was requested, but nothing writable is mounted"):
+    expected = f"^{key}: the network volume was requested, but nothing writable is mounted"
+    with pytest.raises(DeliveryError, match=expected):
         deliver(video, request(**{key: value}), "n", settings, META)
 
 
@@ -83,8 +84,8 @@ def test_a_result_that_fits_inline_or_went_where_asked_has_no_warning(video, set
     volume = tmp_path / "vol"
     volume.mkdir()
     assert "warnings" not in deliver(video, request(), "fits", settings, META)
-    assert "warnings" not in deliver(video, request(network_volume=True), "asked", replace(settings, volume_root=volume),
-                                     META)
+    with_volume = replace(settings, volume_root=volume)
+    assert "warnings" not in deliver(video, request(network_volume=True), "asked", with_volume, META)
 
 
 def test_too_large_with_nowhere_to_put_it_is_a_clear_error(video, settings):
@@ -124,5 +125,6 @@ def test_the_inline_limit_cannot_exceed_what_runpod_accepts():
     from infinitetalk_worker.config import SettingsError, load_settings
 
     assert load_settings({"INLINE_OUTPUT_LIMIT_BYTES": "20000000"}).inline_output_limit_bytes == 20_000_000
-    with pytest.raises(SettingsError, match="INLINE_OUTPUT_LIMIT_BYTES='50000000' is over the 20000000 bytes RunPod accepts"):
+    too_large = "INLINE_OUTPUT_LIMIT_BYTES='50000000' is over the 20000000 bytes RunPod accepts"
+    with pytest.raises(SettingsError, match=too_large):
         load_settings({"INLINE_OUTPUT_LIMIT_BYTES": "50000000"})

@@ -17,9 +17,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import av
 import pytest
@@ -82,7 +83,7 @@ def smoke_graph(kind: str, inputs: Path) -> dict:
 # -- a client that does what the trace recorder did -------------------------------------------
 
 
-OPEN_RECORDERS: list["Recorder"] = []
+OPEN_RECORDERS: list[Recorder] = []
 
 
 @pytest.fixture(autouse=True)

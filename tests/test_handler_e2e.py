@@ -77,7 +77,8 @@ def test_image_single_returns_a_playable_mp4_with_the_requests_audio(inputs, tmp
     video = decoded(result, tmp_path)
     assert (video["width"], video["height"], video["fps"]) == (128, 128, 25.0)
     assert video["frames"] == 25 and video["audio_seconds"] == pytest.approx(1.0, abs=0.1)
-    assert (result["seed"], result["frames"], result["workflow"], result["delivered_as"]) == (42, 25, "i2v_single.json", "base64")
+    assert (result["seed"], result["frames"], result["workflow"], result["delivered_as"]) == \
+        (42, 25, "i2v_single.json", "base64")
     assert {"duration_s", "fps", "width", "height", "timings"} <= result.keys()
     assert progress_updates and progress_updates[0] == {"stage": "preparing inputs"}
 
@@ -269,7 +270,8 @@ def test_a_local_test_run_reports_no_failed_progress_posts(fake_comfy, inputs, t
 @pytest.mark.parametrize("extra, message", [
     ({"output": "volume"}, "output: the network volume was requested, but nothing writable is mounted"),
     ({"network_volume": True}, "network_volume: the network volume was requested, but nothing writable is mounted"),
-    ({"output": "s3"}, "S3 delivery is not configured: set BUCKET_NAME, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY"),
+    ({"output": "s3"},
+     "S3 delivery is not configured: set BUCKET_NAME, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY"),
 ])
 def test_a_destination_that_cannot_take_the_video_fails_before_any_generation(fake_comfy, inputs, extra, message):
     result = run(single(inputs, **extra))

@@ -24,9 +24,10 @@ import threading
 import time
 import tracemalloc
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import av
 import numpy as np
@@ -136,7 +137,7 @@ def snapshot(*roots: Path) -> dict[str, int]:
     """Every file and directory under the roots, with file sizes: what a job may not change."""
     seen: dict[str, int] = {}
     for root in roots:
-        for folder, dirs, files in os.walk(root):
+        for folder, _dirs, files in os.walk(root):
             seen[folder] = -1
             for name in files:
                 path = os.path.join(folder, name)

@@ -17,8 +17,9 @@ import http.server
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import av
 import pytest
@@ -29,6 +30,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from live_comfyui import COMFYUI_URL, comfyui_answers  # noqa: E402
+
 from testsupport.media_factory import make_image, make_video, make_wav  # noqa: E402
 
 FPS = 25

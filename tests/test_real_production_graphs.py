@@ -32,8 +32,8 @@ from request_cases import CASE_IDS, CASES, case_input, make_case_media  # noqa: 
 
 from infinitetalk_worker.comfy_client import ComfyClient, describe_rejection  # noqa: E402
 from infinitetalk_worker.config import load_settings  # noqa: E402
-from infinitetalk_worker.startup_checks import run_startup_checks  # noqa: E402
 from infinitetalk_worker.pipeline import render  # noqa: E402
+from infinitetalk_worker.startup_checks import run_startup_checks  # noqa: E402
 
 WORKFLOWS = REPO_ROOT / "workflows"
 

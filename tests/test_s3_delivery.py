@@ -182,7 +182,8 @@ def test_a_result_too_large_for_inline_goes_to_s3_when_no_volume_is_mounted(sett
     assert result["warnings"] == [
         f"The video is {size_mb} MB as Base64, over the 0.0 MB returned "
         f"inline (INLINE_OUTPUT_LIMIT_BYTES), so it was uploaded to S3: read `video_url` (a link valid for "
-        f"{settings.s3_url_expiry_s} s). This result has no `video` key; a client that reads only `video` shows nothing."
+        f"{settings.s3_url_expiry_s} s). This result has no `video` key; a client that reads only `video` "
+        "shows nothing."
     ]
 
 

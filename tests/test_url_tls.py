@@ -23,7 +23,7 @@ from infinitetalk_worker.errors import InputError
 def tls_server(tmp_path, monkeypatch):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
@@ -67,5 +67,6 @@ def test_pinned_https_download_keeps_sni_and_certificate_checks(tls_server, tmp_
 
 
 def test_a_certificate_for_another_name_is_refused(tls_server, tmp_path):
-    with pytest.raises(InputError, match=f"wav_url: the download from 'https://127.0.0.1:{tls_server}/v.wav' failed: SSLError"):
+    expected = f"wav_url: the download from 'https://127.0.0.1:{tls_server}/v.wav' failed: SSLError"
+    with pytest.raises(InputError, match=expected):
         downloads.download_url("wav_url", f"https://127.0.0.1:{tls_server}/v.wav", tmp_path / "b.bin", Settings())

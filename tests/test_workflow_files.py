@@ -27,8 +27,8 @@ from infinitetalk_worker.node_lock import (
     unreachable_nodes,
     validate_graph,
 )
-from infinitetalk_worker.roles import REQUIRED_ROLES, ROLE_INPUTS, roles_of
 from infinitetalk_worker.pipeline import render
+from infinitetalk_worker.roles import REQUIRED_ROLES, ROLE_INPUTS, roles_of
 
 WORKFLOWS = REPO_ROOT / "workflows"
 SMOKE = WORKFLOWS / "smoke"

@@ -50,7 +50,8 @@ def media_for(tmp_path, seconds=2.0):
 
 def test_patching_writes_every_value_by_role_and_leaves_the_original_alone(tmp_path):
     workflow = load_workflow(write(tmp_path / "i2v_single.json", single_graph()))
-    request = parse_request({"image_path": "/x.png", "wav_path": "/y.wav", "width": 300, "prompt": "hi", "seed": 7}, 100)
+    raw = {"image_path": "/x.png", "wav_path": "/y.wav", "width": 300, "prompt": "hi", "seed": 7}
+    request = parse_request(raw, 100)
     graph = patch_workflow(workflow, graph_values(request, media_for(tmp_path), 7, "infinitetalk/job1"),
                            explicit_values(request))
     assert graph["1"]["inputs"]["image"] == str(tmp_path / "face.png")
@@ -82,7 +83,8 @@ def test_defaults_without_a_place_are_skipped(tmp_path):
 def test_unknown_roles_and_wrong_classes_are_refused_at_load(tmp_path):
     graph = single_graph()
     graph["8"] = node("ImageBlur", "role:width")
-    with pytest.raises(WorkflowError, match=r"node 8 \(ImageBlur\) carries role:width, which the worker can only write to"):
+    expected = r"node 8 \(ImageBlur\) carries role:width, which the worker can only write to"
+    with pytest.raises(WorkflowError, match=expected):
         load_workflow(write(tmp_path / "a.json", graph))
     graph["8"] = node("ImageBlur", "role:colour")
     with pytest.raises(WorkflowError, match="node 8 carries unknown role:colour"):
@@ -124,8 +126,8 @@ def test_render_command_prints_the_graph_and_names_bad_fields(tmp_path, capsys, 
 
     monkeypatch.setenv("ALLOWED_INPUT_ROOTS", str(tmp_path))
     monkeypatch.setenv("WORKFLOW_DIR", str(Path(__file__).resolve().parents[1] / "workflows"))
-    job = {"input": {"image_path": str(make_image(tmp_path / "face.png")), "wav_path": str(make_wav(tmp_path / "v.wav", 2.0)),
-                     "seed": 5, "steps": 8}}
+    job = {"input": {"image_path": str(make_image(tmp_path / "face.png")),
+                     "wav_path": str(make_wav(tmp_path / "v.wav", 2.0)), "seed": 5, "steps": 8}}
     (tmp_path / "job.json").write_text(json.dumps(job))
     assert main(["render", str(tmp_path / "job.json")]) == 0
     graph = json.loads(capsys.readouterr().out)

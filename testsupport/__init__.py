@@ -1,1 +1,4 @@
-"""Helpers shared by tests/ and bench/: the fake ComfyUI and real media made on the fly. Never imported by the product."""
+"""Helpers shared by tests/ and bench/: the fake ComfyUI and real media made on the fly.
+
+Never imported by the product.
+"""
