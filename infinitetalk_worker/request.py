@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from .constants import FPS, MULTI_ONLY_FIELDS
 from .errors import InputError, english_list, shown
 
 DEFAULT_PROMPT = "A person talking naturally"
@@ -168,7 +169,7 @@ class JobRequest(BaseModel):
     negative_prompt: str | None = _described(None, "what to avoid (only has an effect when cfg is not 1)", WORKFLOWS_OWN)
     width: _whole(MIN_SIZE, MAX_SIZE) = _described(512, f"output width, rounded to a multiple of {SIZE_MULTIPLE}")
     height: _whole(MIN_SIZE, MAX_SIZE) = _described(512, f"output height, rounded to a multiple of {SIZE_MULTIPLE}")
-    max_frame: _whole(1, MAX_FRAMES) | None = _described(None, "cap on the number of frames (25 per second)",
+    max_frame: _whole(1, MAX_FRAMES) | None = _described(None, f"cap on the number of frames ({FPS} per second)",
                                                          "from the audio")
     force_offload: Flag = _described(True, "offload the model between steps to save VRAM")
     network_volume: Flag = _described(False, "return video_path on the network volume instead of Base64")
@@ -302,7 +303,7 @@ class JobRequest(BaseModel):
             if slot not in self.needed_slots():
                 notes += [f"{key} was ignored: this job does not use a {slot} input." for key in self.sources_given(slot)]
         if self.person_count == "single":
-            multi_only = sorted({"multi_audio_type", "speaker_boxes"} & self.model_fields_set)
+            multi_only = sorted(MULTI_ONLY_FIELDS & self.model_fields_set)
             notes += [f"{key} was ignored: it applies to two-speaker jobs only." for key in multi_only]
         return notes
 
