@@ -34,7 +34,7 @@ from typing import Callable, Iterable
 import numpy as np
 import requests
 
-from .node_lock import DEFAULT_MANIFEST_PATH, LockError, load_model_index
+from .node_lock import DEFAULT_MANIFEST_PATH, LockError, load_graph, load_model_index
 
 log = logging.getLogger(__name__)
 
@@ -670,10 +670,8 @@ def graph_prompts(workflow_dir: Path) -> set[tuple[str, str]]:
     pairs = set()
     for path in sorted(workflow_dir.glob("*.json")):
         try:
-            graph = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if not isinstance(graph, dict):
+            graph = load_graph(path)
+        except LockError:  # the lock, the manifest or a broken file: no prompts there
             continue
         for node in graph.values():
             if isinstance(node, dict) and node.get("class_type") == "WanVideoTextEncodeCached":
