@@ -1,4 +1,7 @@
-"""Command line: ``python -m infinitetalk_worker <command>`` (render, validate, lock, check, download-models, standins)."""
+"""Command line: ``python -m infinitetalk_worker <command>``.
+
+Commands: render, validate, lock, check, download-models, standins.
+"""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from .constants import FPS
+
 EMBED_RATE = 16000  # MultiTalkWav2VecEmbeds' sr
 SEPARATION_RATE = 44100  # MelBandRoFormerSampler's sr
 MAX_NODE_FRAMES = 10000  # the num_frames widget's max in the node lock

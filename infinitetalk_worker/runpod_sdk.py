@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import platform
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def processor_brand() -> str:

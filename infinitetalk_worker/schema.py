@@ -11,16 +11,17 @@ import argparse
 import difflib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import TypeAdapter
 
 from .comfy_client import LOG_TAIL_LINES, RECONNECT_EVERY_S, UNREACHABLE_AFTER_S
 from .config import REPO_ROOT, Settings, setting_fields
 from .constants import FPS, MIN_AUDIO_SECONDS
-from .errors import MAX_SHOWN_CHARS
 from .downloads import MAX_REDIRECTS
+from .errors import MAX_SHOWN_CHARS
 from .request import MAX_LISTED_KEYS, SLOT_TEXT, SLOTS, JobRequest
 
 README = REPO_ROOT / "README.md"
@@ -190,7 +191,8 @@ def readme_drift(text: str) -> list[str]:
     problems = []
     for name, make in TABLES.items():
         if current[name] != make():
-            diff = difflib.unified_diff(current[name].splitlines(), make().splitlines(), "README", "models", lineterm="")
+            diff = difflib.unified_diff(current[name].splitlines(), make().splitlines(), "README", "models",
+                                        lineterm="")
             problems.append(f"The README's {name} table differs from the code:\n" + "\n".join(diff))
     return problems
 

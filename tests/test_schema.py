@@ -83,7 +83,7 @@ def test_every_request_key_has_a_row_with_its_range_and_default():
 
 def test_every_setting_has_a_row_with_its_variable_and_default():
     rows = _rows(generated_sections(README)["settings"])
-    for name, info in setting_fields().items():
+    for info in setting_fields().values():
         env = info.json_schema_extra["env"]
         assert f"`{env}`" in rows, env
         default = info.get_default(call_default_factory=True)
