@@ -166,7 +166,8 @@ class JobRequest(BaseModel):
     wav_url_2: Source = _source_field("audio_2", AS_URL)
     wav_base64_2: Source = _source_field("audio_2", AS_BASE64)
     prompt: str = _described(DEFAULT_PROMPT, "what the scene shows; at most MAX_PROMPT_CHARS characters")
-    negative_prompt: str | None = _described(None, "what to avoid (only has an effect when cfg is not 1)", WORKFLOWS_OWN)
+    negative_prompt: str | None = _described(
+        None, "what to avoid (only has an effect when cfg is not 1)", WORKFLOWS_OWN)
     width: _whole(MIN_SIZE, MAX_SIZE) = _described(512, f"output width, rounded to a multiple of {SIZE_MULTIPLE}")
     height: _whole(MIN_SIZE, MAX_SIZE) = _described(512, f"output height, rounded to a multiple of {SIZE_MULTIPLE}")
     max_frame: _whole(1, MAX_FRAMES) | None = _described(None, f"cap on the number of frames ({FPS} per second)",
@@ -206,7 +207,7 @@ class JobRequest(BaseModel):
         return boxes
 
     @model_validator(mode="after")
-    def _check_regions(self) -> "JobRequest":
+    def _check_regions(self) -> JobRequest:
         """Each region and the background must cover a latent cell (16x16 px), or attention gets NaN."""
         if self.speaker_boxes is None:
             return self
@@ -214,24 +215,29 @@ class JobRequest(BaseModel):
         inside = [{c for c in cells if _contains(box, c)} for box in self.speaker_boxes]
         for index, covered in enumerate(inside, start=1):
             if not covered:
-                raise InputError("speaker_boxes", f"box {index} is too small: it must cover at least one 16x16-pixel cell of the {self.rounded_size[0]}x{self.rounded_size[1]} output.")
+                width, height = self.rounded_size
+                raise InputError("speaker_boxes", f"box {index} is too small: it must cover at least one 16x16-pixel "
+                                                  f"cell of the {width}x{height} output.")
         if not cells - inside[0] - inside[1]:
-            raise InputError("speaker_boxes", "the two boxes cover the whole picture; leave some background outside them.")
+            raise InputError("speaker_boxes",
+                             "the two boxes cover the whole picture; leave some background outside them.")
         return self
 
     @model_validator(mode="after")
-    def _check_video_steps(self) -> "JobRequest":
+    def _check_video_steps(self) -> JobRequest:
         if self.input_type == "video" and self.steps is not None and self.steps < V2V_MIN_STEPS:
-            raise InputError("steps", f"must be at least {V2V_MIN_STEPS} for video input (re-sampling a video starts at step 2).")
+            raise InputError("steps", f"must be at least {V2V_MIN_STEPS} for video input "
+                                      "(re-sampling a video starts at step 2).")
         return self
 
     @model_validator(mode="after")
-    def _check_sources(self) -> "JobRequest":
+    def _check_sources(self) -> JobRequest:
         for slot in self.needed_slots():
             given = self.sources_given(slot)
             if not given:
                 keys = english_list(SLOTS[slot])
-                raise InputError(SLOTS[slot][0], f"one of {keys} is required{self._why_needed(slot)}{self._misspelt(slot) or '.'}")
+                ending = self._misspelt(slot) or "."
+                raise InputError(SLOTS[slot][0], f"one of {keys} is required{self._why_needed(slot)}{ending}")
         for slot in SLOTS:
             given = self.sources_given(slot)
             if len(given) > 1:
@@ -301,7 +307,8 @@ class JobRequest(BaseModel):
             notes.append(f"... and {len(unknown) - MAX_LISTED_KEYS} more unknown keys were ignored.")
         for slot in SLOTS:
             if slot not in self.needed_slots():
-                notes += [f"{key} was ignored: this job does not use a {slot} input." for key in self.sources_given(slot)]
+                notes += [f"{key} was ignored: this job does not use a {slot} input."
+                          for key in self.sources_given(slot)]
         if self.person_count == "single":
             multi_only = sorted(MULTI_ONLY_FIELDS & self.model_fields_set)
             notes += [f"{key} was ignored: it applies to two-speaker jobs only." for key in multi_only]
