@@ -70,7 +70,7 @@ def probe_audio_track(path: Path, key: str, settings: Settings) -> tuple[int, in
             if not container.streams.audio:
                 raise InputError(key, "the data is not audio (no audio track found).")
             samples, rate = _decoded_samples(container, key, settings.max_audio_seconds)
-            declared = _declared_seconds(container)
+            declared = _declared_seconds(container, container.streams.audio[0])
     except InputError:
         raise
     except av.error.EOFError:
@@ -103,8 +103,14 @@ def _decoded_samples(container: av.container.InputContainer, key: str, limit: fl
     return samples, rate
 
 
-def _declared_seconds(container: av.container.InputContainer) -> float | None:
-    return container.duration / av.time_base if container.duration else None
+def _declared_seconds(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
+    """The stream's own declared length; the container's only when the stream is all it holds (the
+    container's is the longest stream's, and a video's sound may well outlast its picture)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if len(container.streams) == 1 and container.duration:
+        return container.duration / av.time_base
+    return None
 
 
 def _refuse_short_of_declared(key: str, kind: str, found: float, declared: float | None) -> None:
@@ -170,7 +176,7 @@ def _refuse_missing_frames(path: Path, key: str) -> None:
         if stream.frames and packets < stream.frames:
             raise truncated(key, "video", f"its header promises {stream.frames} frames but only {packets} are there")
         start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        _refuse_short_of_declared(key, "video", end - start, _declared_seconds(container))
+        _refuse_short_of_declared(key, "video", end - start, _declared_seconds(container, stream))
 
 
 # -- container structure ---------------------------------------------------------------------------

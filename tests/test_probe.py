@@ -152,6 +152,14 @@ def test_truncated_mp4_is_refused(settings, tmp_path, faststart, keep):
         probe_video(cut(whole, keep), "video_base64", settings)
 
 
+@pytest.mark.parametrize("picture_s,sound_s", [(1.0, 2.0), (2.0, 1.0)])
+def test_tracks_of_different_lengths_are_whole_not_truncated(settings, tmp_path, picture_s, sound_s):
+    """The container's duration is its longest track's; each track is judged by its own."""
+    clip = make_video(tmp_path / "clip.mp4", picture_s, (64, 48), with_audio=True, audio_seconds=sound_s)
+    assert probe_video(clip, "video_path", settings) == pytest.approx(max(picture_s, sound_s), abs=0.1)
+    assert seconds(probe_audio_track(clip, "wav_path", settings)) == pytest.approx(sound_s, abs=0.05)
+
+
 def test_a_video_missing_frames_its_index_promises_is_refused(settings, tmp_path):
     """The box sizes can be whole while the frames are not: the index's frame count is checked too."""
     whole = make_video(tmp_path / "clip.mp4", 2.0, (64, 48), faststart=True)

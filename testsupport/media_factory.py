@@ -64,10 +64,11 @@ def _encode_tone(output, stream, seconds: float) -> None:
 
 
 def make_video(path: Path, seconds: float = 1.0, size: tuple[int, int] = (64, 48), fps: int = 25,
-               with_audio: bool = False, faststart: bool = False) -> Path:
+               with_audio: bool = False, faststart: bool = False, audio_seconds: float | None = None) -> Path:
     """An H.264 MP4 whose frames change over time (so it is a real moving video).
 
-    ``faststart`` puts the index (``moov``) before the frames, as files made for streaming have it.
+    ``faststart`` puts the index (``moov``) before the frames, as files made for streaming have it;
+    ``audio_seconds`` makes the sound track longer or shorter than the picture.
     """
     frames = int(seconds * fps)
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as output:
@@ -81,7 +82,7 @@ def make_video(path: Path, seconds: float = 1.0, size: tuple[int, int] = (64, 48
         for packet in video.encode(None):
             output.mux(packet)
         if audio is not None:
-            _encode_tone(output, audio, seconds)
+            _encode_tone(output, audio, seconds if audio_seconds is None else audio_seconds)
     return path
 
 
