@@ -1,3 +1,3 @@
 """InfiniteTalk RunPod worker: request model, media inputs, workflow graphs, ComfyUI client, delivery."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
