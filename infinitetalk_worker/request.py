@@ -97,6 +97,15 @@ def _source(value: Any) -> Any:
     return value.strip() or None
 
 
+def _two_boxes(value: Any) -> Any:
+    """The shape first, so a wrong one reads as what to send rather than as pydantic's tuple positions."""
+    is_list = isinstance(value, (list, tuple))
+    if value is not None and not (is_list and len(value) == 2 and all(
+            isinstance(box, (list, tuple)) and len(box) == 4 for box in value)):
+        raise ValueError("must be two boxes, [[x0, y0, x1, y1], [x0, y0, x1, y1]]")
+    return value
+
+
 Flag = Annotated[
     bool,
     BeforeValidator(_boolean),
@@ -183,7 +192,7 @@ class JobRequest(BaseModel):
     audio_scale: _real(0.0, 10.0) | None = _described(None, "lip-sync strength", WORKFLOWS_OWN)
     multi_audio_type: Literal["para", "add"] = _described(
         "para", "two voices on one timeline (para) or speaker 2 after speaker 1 (add); two-speaker jobs only")
-    speaker_boxes: tuple[Box, Box] | None = _described(
+    speaker_boxes: Annotated[tuple[Box, Box] | None, BeforeValidator(_two_boxes)] = _described(
         None, "the region [x0, y0, x1, y1] each voice drives, in 0..1 of the picture; two-speaker jobs only",
         "left half / right half")
     output: Literal["base64", "volume", "s3"] | None = _described(

@@ -171,3 +171,10 @@ def test_the_key_that_asked_for_the_volume_is_the_one_named():
     assert parse(output="volume").destination == ("volume", "output")
     assert parse(network_volume=True, output="base64").destination == ("base64", "output")
     assert parse().destination == ("base64", "output")
+
+
+@pytest.mark.parametrize("boxes", [[[0, 0, 1, 1]], "left", [[0, 0, 1], [0, 0, 1, 1]], [[0, 0, 1, 1], 5]])
+def test_speaker_boxes_of_the_wrong_shape_say_what_to_send(boxes):
+    with pytest.raises(InputError) as caught:
+        parse(speaker_boxes=boxes)
+    assert str(caught.value) == "speaker_boxes: must be two boxes, [[x0, y0, x1, y1], [x0, y0, x1, y1]]."
