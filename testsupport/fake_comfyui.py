@@ -757,12 +757,16 @@ def resize_mask(plane: np.ndarray, width: int, height: int) -> np.ndarray:
 
 @emulates("MelBandRoFormerSampler", "model audio", "AUDIO AUDIO")
 def _melband_sampler(ctx: NodeContext, model: Any, audio: Audio) -> tuple:
-    """Vocals and instruments; the fake's separation leaves the voice whole and the rest silent."""
+    """Vocals and instruments, stereo at 44.1 kHz as MelBandRoFormer nodes.py:87-169 gives them (mono is doubled,
+    the length is the resampled one); the fake's separation leaves the voice whole and the rest silent."""
     audio = need(audio, Audio, "audio")
-    return audio, Audio(np.zeros_like(audio.samples), audio.rate)
+    channels = audio.samples if audio.samples.shape[0] > 1 else np.repeat(audio.samples, 2, axis=0)
+    stereo = np.stack([resample_mono(Audio(channel[None, :], audio.rate), MELBAND_RATE) for channel in channels[:2]])
+    return Audio(stereo, MELBAND_RATE), Audio(np.zeros_like(stereo), MELBAND_RATE)
 
 
-WAV2VEC_RATE = 16000
+WAV2VEC_RATE = 16000  # MultiTalkWav2VecEmbeds resamples every voice to this
+MELBAND_RATE = 44100  # MelBandRoFormerSampler's output rate
 
 
 @emulates("MultiTalkWav2VecEmbeds", "wav2vec_model audio_1 normalize_loudness num_frames fps audio_scale "
