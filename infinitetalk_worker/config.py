@@ -145,7 +145,8 @@ class Settings:
         "when the worker runs without the entrypoint", shown_default="the workflow's own")
     allow_standin_models: bool = setting(
         False, "ALLOW_STANDIN_MODELS",
-        "run on stand-in model weights (a CPU rehearsal); each result lists the graph changes this needs in `warnings`")
+        "run on stand-in model weights (a CPU rehearsal); without it the start-up checks refuse to start when a model "
+        "file the workflows use is a stand-in; with it each result says so and lists the graph changes in `warnings`")
 
     @property
     def examples_dir(self) -> Path:

@@ -27,9 +27,9 @@ import struct
 import sys
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import requests
@@ -153,19 +153,16 @@ def lora_layout(dim: int = WAN_DIM, ffn: int = WAN_FFN, layers: int = WAN_LAYERS
 
 def _vae_residual(prefix: str, in_dim: int, out_dim: int) -> Layout:
     """ResidualBlock: RMS_norm, CausalConv3d 3x3x3, RMS_norm, CausalConv3d, 1x1x1 shortcut when dims differ."""
-    specs = [_t(f"{prefix}.residual.0.gamma", "BF16", in_dim, 1, 1, 1),
-             _t(f"{prefix}.residual.2.weight", "BF16", out_dim, in_dim, 3, 3, 3), _t(f"{prefix}.residual.2.bias", "BF16", out_dim),
-             _t(f"{prefix}.residual.3.gamma", "BF16", out_dim, 1, 1, 1),
-             _t(f"{prefix}.residual.6.weight", "BF16", out_dim, out_dim, 3, 3, 3), _t(f"{prefix}.residual.6.bias", "BF16", out_dim)]
-    if in_dim != out_dim:
-        specs += [_t(f"{prefix}.shortcut.weight", "BF16", out_dim, in_dim, 1, 1, 1), _t(f"{prefix}.shortcut.bias", "BF16", out_dim)]
-    return specs
+    specs = [_t(f"{prefix}.residual.0.gamma", "BF16", in_dim, 1, 1, 1)]
+    specs += _conv(f"{prefix}.residual.2", out_dim, in_dim, 3, 3, 3)
+    specs += [_t(f"{prefix}.residual.3.gamma", "BF16", out_dim, 1, 1, 1)]
+    specs += _conv(f"{prefix}.residual.6", out_dim, out_dim, 3, 3, 3)
+    return specs + (_conv(f"{prefix}.shortcut", out_dim, in_dim, 1, 1, 1) if in_dim != out_dim else [])
 
 
 def _vae_middle(prefix: str, dim: int) -> Layout:
-    attention = [_t(f"{prefix}.1.norm.gamma", "BF16", dim, 1, 1),
-                 _t(f"{prefix}.1.to_qkv.weight", "BF16", dim * 3, dim, 1, 1), _t(f"{prefix}.1.to_qkv.bias", "BF16", dim * 3),
-                 _t(f"{prefix}.1.proj.weight", "BF16", dim, dim, 1, 1), _t(f"{prefix}.1.proj.bias", "BF16", dim)]
+    attention = [_t(f"{prefix}.1.norm.gamma", "BF16", dim, 1, 1)]
+    attention += _conv(f"{prefix}.1.to_qkv", dim * 3, dim, 1, 1) + _conv(f"{prefix}.1.proj", dim, dim, 1, 1)
     return _vae_residual(f"{prefix}.0", dim, dim) + attention + _vae_residual(f"{prefix}.2", dim, dim)
 
 
@@ -189,7 +186,8 @@ def wan_vae_layout(dim: int = 96, z_dim: int = 16, mult: tuple[int, ...] = (1, 2
                 specs += _conv(f"encoder.downsamples.{index}.time_conv", out_dim, out_dim, 3, 1, 1)
             index += 1
     specs += _vae_middle("encoder.middle", dims[-1])
-    specs += [_t("encoder.head.0.gamma", "BF16", dims[-1], 1, 1, 1)] + _conv("encoder.head.2", z_dim * 2, dims[-1], 3, 3, 3)
+    specs += [_t("encoder.head.0.gamma", "BF16", dims[-1], 1, 1, 1)]
+    specs += _conv("encoder.head.2", z_dim * 2, dims[-1], 3, 3, 3)
     specs += _conv("conv1", z_dim * 2, z_dim * 2, 1, 1, 1) + _conv("conv2", z_dim, z_dim, 1, 1, 1)
     dims = [dim * u for u in (mult[-1], *mult[::-1])]
     temporal_up = temporal_down[::-1]
@@ -205,7 +203,8 @@ def wan_vae_layout(dim: int = 96, z_dim: int = 16, mult: tuple[int, ...] = (1, 2
             if temporal_up[i]:
                 specs += _conv(f"decoder.upsamples.{index}.time_conv", out_dim * 2, out_dim, 3, 1, 1)
             index += 1
-    return specs + [_t("decoder.head.0.gamma", "BF16", dims[-1], 1, 1, 1)] + _conv("decoder.head.2", 3, dims[-1], 3, 3, 3)
+    specs += [_t("decoder.head.0.gamma", "BF16", dims[-1], 1, 1, 1)]
+    return specs + _conv("decoder.head.2", 3, dims[-1], 3, 3, 3)
 
 
 def umt5_xxl_layout() -> Layout:
@@ -232,7 +231,8 @@ def wav2vec2_layout() -> Layout:
     p = "wav2vec2."
     specs = [_t(p + "masked_spec_embed", "F16", hidden)]
     for i, kernel in enumerate(kernels):
-        specs.append(_t(f"{p}feature_extractor.conv_layers.{i}.conv.weight", "F16", conv_dim, 1 if i == 0 else conv_dim, kernel))
+        in_channels = 1 if i == 0 else conv_dim
+        specs.append(_t(f"{p}feature_extractor.conv_layers.{i}.conv.weight", "F16", conv_dim, in_channels, kernel))
     specs += [_t(f"{p}feature_extractor.conv_layers.0.layer_norm.weight", "F16", conv_dim),
               _t(f"{p}feature_extractor.conv_layers.0.layer_norm.bias", "F16", conv_dim),
               _t(f"{p}feature_projection.layer_norm.weight", "F16", conv_dim),
@@ -273,7 +273,8 @@ def melband_roformer_layout() -> Layout:
             specs += _linear(f"{b}.layers.0.0.to_gates", "F16", heads, dim)
             specs += [_t(f"{b}.layers.0.0.to_out.0.weight", "F16", dim, heads * dim_head),
                       _t(f"{b}.layers.0.1.net.0.gamma", "F16", dim)]
-            specs += _linear(f"{b}.layers.0.1.net.1", "F16", dim * 4, dim) + _linear(f"{b}.layers.0.1.net.4", "F16", dim, dim * 4)
+            specs += _linear(f"{b}.layers.0.1.net.1", "F16", dim * 4, dim)
+            specs += _linear(f"{b}.layers.0.1.net.4", "F16", dim, dim * 4)
             specs.append(_t(f"{b}.norm.gamma", "F16", dim))
     for i, bins in enumerate(MEL_BAND_BINS):
         specs += [_t(f"band_split.to_features.{i}.0.gamma", "F16", 4 * bins)]
@@ -363,18 +364,19 @@ def standin_files(comfyui_url: str, files: Iterable[tuple[str, str]], timeout_s:
     found = []
     for folder, file in sorted(set(files)):
         url = f"{comfyui_url.rstrip('/')}/view_metadata/{folder}"
+        failed = f"Could not read the metadata of {folder}/{file} from ComfyUI"
         try:
             response = requests.get(url, params={"filename": file}, timeout=timeout_s)
         except requests.RequestException as exc:
-            raise StandinError(f"Could not read the metadata of {folder}/{file} from ComfyUI: {type(exc).__name__}") from None
+            raise StandinError(f"{failed}: {type(exc).__name__}") from None
         if response.status_code == 404:
             continue
         if response.status_code != 200:
-            raise StandinError(f"Could not read the metadata of {folder}/{file} from ComfyUI: HTTP {response.status_code}")
+            raise StandinError(f"{failed}: HTTP {response.status_code}")
         try:
             metadata = response.json()
         except ValueError:
-            raise StandinError(f"ComfyUI answered the metadata of {folder}/{file} with something other than JSON") from None
+            raise StandinError(f"{failed}: the answer is not JSON") from None
         if is_standin_metadata(metadata):
             found.append(f"{folder}/{file}")
     return found
@@ -400,7 +402,8 @@ def _header_bytes(layout: Layout, metadata: dict[str, str]) -> bytes:
     header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
     for spec in layout:
-        header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, offset + spec.nbytes]}
+        header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape),
+                             "data_offsets": [offset, offset + spec.nbytes]}
         offset += spec.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8 bytes
@@ -424,7 +427,9 @@ class _Pool:
         unit = rng.uniform(-math.sqrt(3), math.sqrt(3), self.SIZE).astype(np.float32)  # variance 1
         self.unit = np.concatenate([unit, unit])
         # e4m3fn bytes of magnitude 0.125..1.875 with random sign (exponent field 4..7; never NaN)
-        fp8 = (rng.integers(0, 2, self.SIZE) << 7) | (rng.integers(4, 8, self.SIZE) << 3) | rng.integers(0, 8, self.SIZE)
+        sign, exponent, mantissa = (rng.integers(0, 2, self.SIZE), rng.integers(4, 8, self.SIZE),
+                                    rng.integers(0, 8, self.SIZE))
+        fp8 = (sign << 7) | (exponent << 3) | mantissa
         self.fp8 = np.concatenate([fp8, fp8]).astype(np.uint8)
 
     def chunks(self, spec: TensorSpec, key: str, chunk: int = 1 << 20) -> Iterable[bytes]:
@@ -519,7 +524,8 @@ def write_standins(models_dir: Path, only: Iterable[str] = (), seed: int = DEFAU
         if wanted and file not in wanted:
             continue
         if file not in LAYOUTS:
-            raise StandinError(f"No stand-in layout for manifest file {file}; add one to infinitetalk_worker/standins.py.")
+            raise StandinError(f"No stand-in layout for manifest file {file}; add one to LAYOUTS in "
+                               "infinitetalk_worker/standins.py.")
         layout_name, build = LAYOUTS[file]
         results.append(write_standin(models_dir / folder / file, build(), _metadata(file, layout_name, seed), seed))
     return results
@@ -570,7 +576,8 @@ def _tokenizer_document(pieces: int = 256_000, extra_ids: int = 300) -> dict:
         "pre_tokenizer": metaspace,
         "post_processor": {"type": "TemplateProcessing",
                            "single": [{"Sequence": {"id": "A", "type_id": 0}}, eos],
-                           "pair": [{"Sequence": {"id": "A", "type_id": 0}}, eos, {"Sequence": {"id": "B", "type_id": 0}}, eos],
+                           "pair": [{"Sequence": {"id": "A", "type_id": 0}}, eos,
+                                    {"Sequence": {"id": "B", "type_id": 0}}, eos],
                            "special_tokens": {"</s>": {"id": "</s>", "ids": [1], "tokens": ["</s>"]}}},
         "decoder": metaspace,
         "model": {"type": "Unigram", "unk_id": 3, "vocab": vocab, "byte_fallback": False},
@@ -595,7 +602,8 @@ def _prompt_parts(prompt: str) -> list[str]:
     return [prompt.strip()]
 
 
-def write_text_embed_cache(comfyui_dir: Path, prompt: str, negative_prompt: str, seed: int = DEFAULT_SEED) -> list[Path]:
+def write_text_embed_cache(comfyui_dir: Path, prompt: str, negative_prompt: str,
+                           seed: int = DEFAULT_SEED) -> list[Path]:
     """Cache entries for both prompts as the node would have saved them, so WanVideoTextEncodeCached with
     use_disk_cache finds them and never runs umt5-xxl: a torch.save file holding a list of one BF16
     [tokens, 4096] tensor per prompt part (encoder output trimmed to its tokens, t5.py T5EncoderModel.__call__).
@@ -656,11 +664,13 @@ def _tensor_list_pickle(rows: list[int], width: int) -> bytes:
 
     out = [b"\x80\x02]("]  # PROTO 2, EMPTY_LIST, MARK
     for i, n in enumerate(rows):
-        storage = b"(" + text("storage") + b"ctorch\nBFloat16Storage\n" + text(str(i)) + text("cpu") + integer(n * width) + b"tQ"
+        storage_type = b"ctorch\nBFloat16Storage\n"
+        storage = b"(" + text("storage") + storage_type + text(str(i)) + text("cpu") + integer(n * width) + b"tQ"
         size = b"(" + integer(n) + integer(width) + b"t"
         stride = b"(" + integer(width) + integer(1) + b"t"
         hooks = b"ccollections\nOrderedDict\n)R"
-        out.append(b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage + integer(0) + size + stride + b"\x89" + hooks + b"tR")
+        rebuild = b"ctorch._utils\n_rebuild_tensor_v2\n"
+        out.append(rebuild + b"(" + storage + integer(0) + size + stride + b"\x89" + hooks + b"tR")
     out.append(b"e.")  # APPENDS, STOP
     return b"".join(out)
 
@@ -691,7 +701,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
                         help="ComfyUI folder: also write the T5 tokenizer and the workflows' prompt-embedding cache")
     parser.add_argument("--only", action="append", default=[], metavar="FILE",
                         help="write only this manifest file (repeatable)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the random values (default {DEFAULT_SEED})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"seed of the random values (default {DEFAULT_SEED})")
     parser.set_defaults(func=_standins_command)
 
 

@@ -1,5 +1,9 @@
 """Start-up checks: the live ComfyUI must match the node lock, and every model file must be installed.
 
+Missing model files do not stop the worker: ``run_startup_checks`` returns them in its report, and the
+worker then answers ``{"test": true}`` with ``ready: false`` and fails each job with one sentence
+instead of exiting (RunPod would restart it forever; the Hub builds the image without models).
+
 Run once before the worker takes jobs (and by ``python -m infinitetalk_worker check``), so that a node
 pack that drifted or a model that is missing stops the worker at start with one message listing every
 problem, instead of failing the first customer's job minutes into it.
@@ -12,6 +16,8 @@ import dataclasses
 import logging
 import sys
 from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ from .node_lock import (
     read_object_info,
     validate_graph,
 )
+from .standins import StandinError, standin_files, standin_problem
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +41,40 @@ log = logging.getLogger(__name__)
 Usages = dict[tuple[str, str, Any], list[str]]
 
 
+# The packages WanVideoWrapper's audio embedding depends on (scripts/check_audio_embeddings.py runs it at build).
+AUDIO_STACK = ("torch", "transformers", "diffusers", "peft", "accelerate")
+# `python -m infinitetalk_worker check`: only model files are missing (the worker still starts, not ready).
+EXIT_MODELS_MISSING = 3
+
+
 class StartupCheckError(RuntimeError):
     """The worker must not take jobs: the message lists every problem found."""
 
 
-def run_startup_checks(settings: Settings) -> None:
-    """Raise ``StartupCheckError`` naming every problem; return quietly when all is well."""
-    problems = startup_problems(settings)
+@dataclass
+class StartupReport:
+    """What checks that passed leave for the jobs (the pipeline's StartupState reads it)."""
+
+    standin_models: list[str] = field(default_factory=list)  # "folder/file" of stand-ins in use (when allowed)
+    missing_models: list[str] = field(default_factory=list)  # "folder/file" the workflows need but ComfyUI lacks
+    missing_details: list[str] = field(default_factory=list)  # one sentence each: what is missing, where it is used
+    versions: dict[str, str] = field(default_factory=dict)  # AUDIO_STACK as installed
+
+    @property
+    def ready(self) -> bool:
+        return not self.missing_models
+
+
+def run_startup_checks(settings: Settings) -> StartupReport:
+    """Raise ``StartupCheckError`` naming every problem; return what jobs must know when all is well."""
+    report = StartupReport(versions=installed_versions())
+    problems = startup_problems(settings, report)
+    log.info("Installed versions: %s.", ", ".join(f"{k} {v}" for k, v in report.versions.items()))
+    if problems and problems == report.missing_details:
+        log.warning("ComfyUI at %s matches the node lock, but %d model file(s) are missing; the worker answers "
+                    "ready: false and fails jobs until they are installed:\n%s", settings.comfyui_url,
+                    len(problems), "\n".join(f"- {p}" for p in problems))
+        return report
     if problems:
         raise StartupCheckError(
             f"Start-up checks failed ({len(problems)} problem(s)) for the workflows in {settings.workflow_dir} "
@@ -48,9 +82,10 @@ def run_startup_checks(settings: Settings) -> None:
         )
     log.info("Start-up checks passed: ComfyUI at %s matches the node lock and has every model file.",
              settings.comfyui_url)
+    return report
 
 
-def startup_problems(settings: Settings) -> list[str]:
+def startup_problems(settings: Settings, report: StartupReport | None = None) -> list[str]:
     """Every problem, as one sentence each; reads /object_info once."""
     workflow_dir = settings.workflow_dir
     try:
@@ -66,7 +101,12 @@ def startup_problems(settings: Settings) -> list[str]:
     for class_type in sorted({node["class_type"] for graph in graphs.values() for node in _nodes(graph)}):
         if class_type in lock["classes"]:
             problems += interface_drift(class_type, lock["classes"][class_type], live.get(class_type), usages)
-    problems += missing_models(graphs, lock, models, live)
+    missing = _missing_model_places(graphs, lock, models, live)
+    if report is not None:
+        report.missing_models = [f"{folder}/{value}" for folder, value in sorted(missing)]
+        report.missing_details = _missing_sentences(missing)
+    problems += _missing_sentences(missing)
+    problems += standin_models(settings, graphs, lock, models, live, report or StartupReport())
     return problems
 
 
@@ -183,17 +223,50 @@ def _used_in(usages: Usages, class_type: str, name: str, value: Any = None) -> s
 def missing_models(graphs: dict[str, dict[str, Any]], lock: dict[str, Any], models: set[tuple[str, str]],
                    live: dict[str, Any]) -> list[str]:
     """Model files the graphs name that ComfyUI does not list (each reported once, with where it is used)."""
+    return _missing_sentences(_missing_model_places(graphs, lock, models, live))
+
+
+def _missing_model_places(graphs: dict[str, dict[str, Any]], lock: dict[str, Any], models: set[tuple[str, str]],
+                          live: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
     missing: dict[tuple[str, str], list[str]] = defaultdict(list)
     for file_name, graph in graphs.items():
         for node_id, node in graph.items():
             for folder, value, installed in _model_inputs(node, lock, models, live):
                 if value not in installed:
                     missing[(folder, value)].append(f"{file_name} node {node_id}")
+    return missing
+
+
+def installed_versions() -> dict[str, str]:
+    """The audio stack as this Python has it (the image has one environment for ComfyUI and the worker)."""
+    found = {}
+    for name in AUDIO_STACK:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _missing_sentences(missing: dict[tuple[str, str], list[str]]) -> list[str]:
     return [
         f"Model file {value} (folder {folder}) is not installed; run python -m infinitetalk_worker download-models "
         f"or mount a volume with models/{folder}/{value} (used by {', '.join(sorted(places))})."
         for (folder, value), places in sorted(missing.items())
     ]
+
+
+def standin_models(settings: Settings, graphs: dict[str, dict[str, Any]], lock: dict[str, Any],
+                   models: set[tuple[str, str]], live: dict[str, Any], report: StartupReport) -> list[str]:
+    """Installed model files the graphs use that are stand-ins: a problem unless ALLOW_STANDIN_MODELS."""
+    used = {(folder, value) for graph in graphs.values() for node in graph.values()
+            for folder, value, installed in _model_inputs(node, lock, models, live) if value in installed}
+    try:
+        report.standin_models = standin_files(settings.comfyui_url, used, settings.http_timeout_s)
+    except StandinError as exc:
+        return [f"{exc}, so whether the model files are stand-ins is unknown."]
+    problem = standin_problem(report.standin_models, settings.allow_standin_models)
+    return [problem] if problem else []
 
 
 def _model_inputs(node: Any, lock: dict[str, Any], models: set[tuple[str, str]], live: dict[str, Any]):
@@ -241,9 +314,17 @@ def _check_command(args: argparse.Namespace) -> int:
     if args.workflow_dir:
         settings = dataclasses.replace(settings, workflow_dir=args.workflow_dir.resolve())
     try:
-        run_startup_checks(settings)
+        report = run_startup_checks(settings)
     except StartupCheckError as exc:
         sys.stdout.write(f"{exc}\n")
         return 1
-    sys.stdout.write(f"Start-up checks passed for {settings.workflow_dir} against {settings.comfyui_url}.\n")
+    versions = ", ".join(f"{name} {version}" for name, version in report.versions.items())
+    if report.missing_models:
+        sys.stdout.write(
+            f"Start-up checks: {len(report.missing_models)} model file(s) missing for the workflows in "
+            f"{settings.workflow_dir}; otherwise ComfyUI at {settings.comfyui_url} passes ({versions}):\n"
+            + "".join(f"- {sentence}\n" for sentence in report.missing_details))
+        return EXIT_MODELS_MISSING
+    sys.stdout.write(f"Start-up checks passed for {settings.workflow_dir} against {settings.comfyui_url} "
+                     f"({versions}).\n")
     return 0

@@ -81,7 +81,7 @@ class FakeObjectInfo:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
-                owner.requests += 1
+                owner.requests += self.path == "/object_info"
                 body = json.dumps(owner.document).encode() if self.path == "/object_info" else b"{}"
                 self.send_response(200 if self.path == "/object_info" else 404)
                 self.send_header("Content-Type", "application/json")
@@ -180,7 +180,9 @@ def test_new_required_input_and_changed_outputs(comfy):
 
 def test_a_model_file_that_is_not_installed_says_how_to_get_it(comfy):
     comfy.inputs("Wav2VecModelLoader")["model"][0] = []
-    assert failure(comfy.url) == [
+    report = run_startup_checks(settings_for(comfy.url))  # not fatal: the worker starts, not ready
+    assert not report.ready and report.missing_models == ["wav2vec2/wav2vec2-chinese-base_fp16.safetensors"]
+    assert report.missing_details == [
         "Model file wav2vec2-chinese-base_fp16.safetensors (folder wav2vec2) is not installed; run python -m "
         "infinitetalk_worker download-models or mount a volume with "
         f"models/wav2vec2/wav2vec2-chinese-base_fp16.safetensors (used by {ALL_FOUR.format(n=8)})."]
@@ -189,7 +191,7 @@ def test_a_model_file_that_is_not_installed_says_how_to_get_it(comfy):
 def test_only_the_multi_model_missing_is_reported_once_for_both_multi_workflows(comfy):
     choices = comfy.inputs("MultiTalkModelLoader")["model"][0]
     comfy.inputs("MultiTalkModelLoader")["model"][0] = [c for c in choices if "Multi" not in c]
-    found = failure(comfy.url)
+    found = run_startup_checks(settings_for(comfy.url)).missing_details
     assert len(found) == 1 and "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors (folder diffusion_models)" in found[0]
     assert "(used by i2v_multi.json node 1, v2v_multi.json node 1)" in found[0]
 
@@ -209,9 +211,8 @@ def test_every_problem_is_listed_in_one_error(comfy):
 
 def test_the_smoke_set_needs_no_model_files(comfy):
     comfy.document = object_info_from_lock(LOCK, installed={})
-    run_startup_checks(settings_for(comfy.url, SMOKE))
-    with pytest.raises(StartupCheckError):
-        run_startup_checks(settings_for(comfy.url, WORKFLOWS))
+    assert run_startup_checks(settings_for(comfy.url, SMOKE)).ready
+    assert len(run_startup_checks(settings_for(comfy.url, WORKFLOWS)).missing_models) == len(MANIFEST)
 
 
 def test_a_broken_user_workflow_is_caught_at_start(comfy, tmp_path):
@@ -250,9 +251,24 @@ def test_check_command_exit_codes(comfy, capsys, monkeypatch):
     monkeypatch.setenv("WORKFLOW_DIR", str(WORKFLOWS))
     assert main(["check"]) == 0
     assert "Start-up checks passed" in capsys.readouterr().out
+    comfy.inputs("Wav2VecModelLoader")["model"][0] = []
+    assert main(["check"]) == 3  # only models missing: entrypoint.sh starts the worker anyway, not ready
+    assert "1 model file(s) missing" in capsys.readouterr().out
     del comfy.document["WanVideoSampler"]
     assert main(["check", "--comfyui-url", comfy.url]) == 1
     assert "- WanVideoSampler: node class is missing from ComfyUI" in capsys.readouterr().out
+
+
+def test_passing_checks_report_the_audio_stacks_installed_versions(comfy):
+    from importlib import metadata
+
+    versions = run_startup_checks(settings_for(comfy.url)).versions
+    assert set(versions) == {"torch", "transformers", "diffusers", "peft", "accelerate"}
+    for name, version in versions.items():  # the test venv has none of them; the image has all
+        try:
+            assert version == metadata.version(name)
+        except metadata.PackageNotFoundError:
+            assert version == "not installed"
 
 
 @pytest.mark.skipif(not SHARED_OBJECT_INFO.is_file(), reason=f"{SHARED_OBJECT_INFO} is not available")
@@ -267,4 +283,5 @@ def test_the_recorded_object_info_of_the_pinned_stack_passes_once_models_are_ins
     run_startup_checks(settings_for(comfy.url))
     comfy.document = copy.deepcopy(document)
     comfy.document["WanVideoLoraSelect"]["input"]["required"]["lora"][0] = []
-    assert "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors (folder loras)" in failure(comfy.url)[0]
+    missing = run_startup_checks(settings_for(comfy.url)).missing_details
+    assert "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors (folder loras)" in missing[0]
