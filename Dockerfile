@@ -1,18 +1,22 @@
 # syntax=docker/dockerfile:1
-# InfiniteTalk RunPod worker: ComfyUI + kijai's WanVideoWrapper and friends at pinned commits, the
-# model files (baked in with --build-arg BAKE_MODELS=true, otherwise read from the network volume),
-# and the handler. Layers go from least to most often changed, so a code change rebuilds seconds of
-# image and never downloads models again.
+# InfiniteTalk RunPod worker: ComfyUI + kijai's WanVideoWrapper and friends at pinned commits, every
+# Python package from one lock (requirements-image.lock), the model files (baked in with
+# --build-arg BAKE_MODELS=true, otherwise read from the network volume), and the handler. Layers go
+# from least to most often changed, so a code change rebuilds seconds of image and never downloads
+# or copies models again.
 #
 #   docker build -t infinitetalk-worker .                                   # models from the volume
 #   docker build --build-arg BAKE_MODELS=true --secret id=hf_token,env=HF_TOKEN -t infinitetalk-worker .
 
-# CUDA 12.8 runtime (cudart and the driver hooks); torch's cu128 wheels bring cuBLAS and cuDNN
-# themselves, so the larger cudnn-runtime image would only duplicate them. 12.8 runs on every GPU
-# RunPod offers: Ampere (sm80/86), Ada (sm89), Hopper (sm90) and Blackwell (sm100/120).
+# CUDA 12.8 runtime (cudart and the driver hooks); torch's CUDA 12.8 wheels bring cuBLAS and cuDNN
+# themselves (the nvidia-* packages of the lock), so the larger cudnn-runtime image would only
+# duplicate them. 12.8 runs on every GPU RunPod offers: Ampere (sm80/86), Ada (sm89), Hopper (sm90)
+# and Blackwell (sm100/120).
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
-FROM ${BASE_IMAGE}
+# true: the model files of workflows/models.json go into the image, one layer per file.
+ARG BAKE_MODELS=false
 
+FROM ${BASE_IMAGE} AS base
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # gcc and the Python headers: Triton (torch.compile, SageAttention) compiles small launchers at run time.
@@ -32,17 +36,30 @@ ENV VIRTUAL_ENV=/opt/venv \
 
 # One environment for ComfyUI and the worker.
 RUN python3.12 -m venv /opt/venv \
-    && pip install --no-cache-dir pip==25.2 setuptools==80.9.0 wheel==0.45.1
+    && pip install --no-cache-dir pip==25.2
 
-# torch first, from its CUDA 12.8 index; the constraints keep every later install from replacing it.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-ARG TORCH_VERSION=2.8.0
-ARG TORCHVISION_VERSION=0.23.0
-ARG TORCHAUDIO_VERSION=2.8.0
-RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
-        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" "torchaudio==${TORCHAUDIO_VERSION}" \
-    && printf 'torch==%s\ntorchvision==%s\ntorchaudio==%s\n' \
-        "${TORCH_VERSION}" "${TORCHVISION_VERSION}" "${TORCHAUDIO_VERSION}" >/opt/torch-constraints.txt
+# ---------------------------------------------------------------- the model files (BAKE_MODELS=true only)
+# A stage of its own that depends on the manifest, the downloader and its two packages alone: no
+# change to the lock or the worker downloads the models again. A Hugging Face token, if needed, comes
+# in as a build secret, never an ARG.
+FROM base AS models
+COPY requirements-download.lock /opt/build/requirements-download.lock
+RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r /opt/build/requirements-download.lock
+COPY workflows/models.json infinitetalk_worker/model_download.py /opt/build/
+RUN --mount=type=secret,id=hf_token,required=false \
+    HF_TOKEN="$(cat /run/secrets/hf_token 2>/dev/null || true)" \
+    python /opt/build/model_download.py download-models \
+        --manifest /opt/build/models.json --models-dir /models --jobs 4
+
+# ---------------------------------------------------------------- ComfyUI, the nodes, every package
+FROM base AS runtime
+
+# Every package, in one pass, from the lock: ComfyUI's, the nodes' and the worker's requirements
+# resolved together (README, "The image lock"), each file checked against its hash. torch 2.8.0 on
+# PyPI is the CUDA 12.8 build. pip check: nothing installed disagrees with anything else.
+COPY requirements-image.lock /opt/build/requirements-image.lock
+RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r /opt/build/requirements-image.lock \
+    && pip check
 
 # ComfyUI and each custom node at the commits of the pinned stack; a test checks that these equal
 # the stack the recorded /object_info came from (tests/data/comfyui/README.md).
@@ -64,57 +81,44 @@ RUN bash /opt/build/fetch_pinned.sh /comfyui "${COMFYUI_REPO}" "${COMFYUI_COMMIT
     && bash /opt/build/fetch_pinned.sh /comfyui/custom_nodes/ComfyUI-VideoHelperSuite "${VIDEOHELPERSUITE_REPO}" "${VIDEOHELPERSUITE_COMMIT}" \
     && bash /opt/build/fetch_pinned.sh /comfyui/custom_nodes/ComfyUI-MelBandRoFormer "${MELBANDROFORMER_REPO}" "${MELBANDROFORMER_COMMIT}"
 
-# ComfyUI's and every node's requirements in one resolution, so they agree with each other.
-RUN for file in /comfyui/requirements.txt /comfyui/custom_nodes/*/requirements.txt; do \
-        cat "${file}"; echo; \
-    done >/opt/build/comfyui-requirements.txt \
-    && pip install --no-cache-dir -c /opt/torch-constraints.txt -r /opt/build/comfyui-requirements.txt
-
-# SageAttention is optional: WAN_ATTENTION_MODE=auto uses it only where it imports and runs, else
-# sdpa. Whether it installed is recorded in the build log and in /opt/sageattention-status.
-ARG SAGEATTENTION_VERSION=1.0.6
-RUN if pip install --no-cache-dir -c /opt/torch-constraints.txt "sageattention==${SAGEATTENTION_VERSION}"; then \
-        echo "sageattention ${SAGEATTENTION_VERSION}: installed" | tee /opt/sageattention-status; \
-    else \
-        echo "sageattention ${SAGEATTENTION_VERSION}: NOT installed; WAN_ATTENTION_MODE=auto will use sdpa" \
-            | tee /opt/sageattention-status; \
-    fi
-
-# The build fails here if ComfyUI cannot import a custom node.
-COPY scripts/check_custom_nodes.py /opt/build/check_custom_nodes.py
-RUN python /opt/build/check_custom_nodes.py --comfyui-dir /comfyui \
+# The build fails here when the lock was not compiled from exactly these requirements files, when
+# WanVideoWrapper's wav2vec2 model gives no hidden states (transformers 5.x does that; every job
+# would fail), or when ComfyUI cannot import a custom node.
+COPY requirements-image.in /opt/build/requirements-image.in
+COPY scripts/image_lock.py scripts/check_audio_embeddings.py scripts/check_custom_nodes.py /opt/build/
+RUN python /opt/build/image_lock.py check-sources --comfyui-dir /comfyui --input /opt/build/requirements-image.in \
+    && python /opt/build/check_audio_embeddings.py --wanvideo-dir /comfyui/custom_nodes/ComfyUI-WanVideoWrapper \
+    && python /opt/build/check_custom_nodes.py --comfyui-dir /comfyui \
     && rm -rf /comfyui/user /comfyui/temp /comfyui/output
 
 # Model files on a network volume: /runpod-volume/models/<folder>/<file>.
 COPY scripts/extra_model_paths.yaml /comfyui/extra_model_paths.yaml
 
-# Models, only when asked. This layer depends on the manifest and the downloader alone, so no other
-# change re-downloads them. A Hugging Face token, if needed, comes in as a build secret, never an ARG.
-ARG BAKE_MODELS=false
-COPY workflows/models.json /opt/build/models.json
-COPY infinitetalk_worker/model_download.py /opt/build/model_download.py
-RUN --mount=type=secret,id=hf_token,required=false \
-    if [ "${BAKE_MODELS}" = "true" ]; then \
-        HF_TOKEN="$(cat /run/secrets/hf_token 2>/dev/null || true)" \
-        python /opt/build/model_download.py download-models \
-            --manifest /opt/build/models.json --models-dir /comfyui/models --jobs 4; \
-    else \
-        echo "BAKE_MODELS=${BAKE_MODELS}: no models in the image; they are read from /runpod-volume/models"; \
-    fi
+# ---------------------------------------------------------------- with or without the models
+FROM runtime AS runtime-models-false
 
-# The worker's own packages; where ComfyUI's stack already has one, its version stays.
-COPY requirements.txt /opt/build/worker-requirements.txt
-COPY scripts/pin_to_installed.py /opt/build/pin_to_installed.py
-RUN python /opt/build/pin_to_installed.py /opt/build/worker-requirements.txt \
-        /opt/build/worker-requirements-fitted.txt /opt/build/installed-constraints.txt \
-    && pip install --no-cache-dir -c /opt/build/installed-constraints.txt -r /opt/build/worker-requirements-fitted.txt \
-    && python /opt/build/check_custom_nodes.py --comfyui-dir /comfyui \
-    && rm -rf /comfyui/user /comfyui/temp /comfyui/output
+# One layer per model file (a test keeps these lines equal to workflows/models.json): a registry
+# pushes and a worker pulls them in parallel, and a changed file replaces one layer, not all.
+FROM runtime AS runtime-models-true
+COPY --from=models /models/diffusion_models/Wan2_1-I2V-14B-480p_fp8_e4m3fn_scaled_KJ.safetensors /comfyui/models/diffusion_models/
+COPY --from=models /models/diffusion_models/Wan2_1-InfiniteTalk-Single_fp8_e4m3fn_scaled_KJ.safetensors /comfyui/models/diffusion_models/
+COPY --from=models /models/diffusion_models/Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors /comfyui/models/diffusion_models/
+COPY --from=models /models/loras/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors /comfyui/models/loras/
+COPY --from=models /models/vae/Wan2_1_VAE_bf16.safetensors /comfyui/models/vae/
+COPY --from=models /models/text_encoders/umt5-xxl-enc-bf16.safetensors /comfyui/models/text_encoders/
+COPY --from=models /models/clip_vision/clip_vision_h.safetensors /comfyui/models/clip_vision/
+COPY --from=models /models/wav2vec2/wav2vec2-chinese-base_fp16.safetensors /comfyui/models/wav2vec2/
+COPY --from=models /models/diffusion_models/MelBandRoformer_fp16.safetensors /comfyui/models/diffusion_models/
+
+# hadolint ignore=DL3006
+FROM runtime-models-${BAKE_MODELS}
 
 # Image defaults of the settings (README, "Settings"); entrypoint.sh reads the same names.
-# RUNPOD_SKIP_AUTO_SYSTEM_CHECKS: the SDK's own start-up checks import torch and open a CUDA context
-# inside the handler process, which then holds GPU memory ComfyUI needs for the whole life of the
-# worker, and they fail outright where 8.8.8.8 is unreachable. entrypoint.sh checks fitness instead:
+# RUNPOD_SKIP_AUTO_SYSTEM_CHECKS=true skips the SDK's system checks (memory, disk, a connection to
+# 8.8.8.8:53, the CUDA version, a CUDA initialisation and a matrix multiply with torch inside the
+# handler process, whose CUDA context would hold GPU memory ComfyUI needs for the worker's whole
+# life). The SDK's GPU check still runs: its gpu_test binary (or nvidia-smi) in a process of its
+# own, which exits; RUNPOD_SKIP_GPU_CHECK=true would skip that too. entrypoint.sh checks the rest:
 # ComfyUI must start on the GPU and `python -m infinitetalk_worker check` must pass.
 # HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE: a job never downloads a model; a missing one is an error.
 ENV COMFYUI_DIR=/comfyui \

@@ -90,17 +90,68 @@ def _copy_sources(arguments: str) -> list[str]:
     return parts[:-1]
 
 
-def test_a_code_change_cannot_invalidate_the_model_layer():
-    steps = instructions()
-    model_step = next(i for i, (keyword, rest) in enumerate(steps) if keyword == "RUN" and "download-models" in rest)
-    copied_before = [src for keyword, rest in steps[:model_step] if keyword == "COPY" for src in _copy_sources(rest)]
-    assert "workflows/models.json" in copied_before
-    assert "infinitetalk_worker/model_download.py" in copied_before
-    for source in copied_before:
-        assert not source.endswith("/"), f"{source}: a whole folder before the models re-downloads them on any change"
-        assert source not in ("handler.py", "requirements.txt", "entrypoint.sh")
-    assert "BAKE_MODELS" in steps[model_step][1]
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """{stage name: its instructions} ("" for what comes before the first FROM)."""
+    found: dict[str, list[tuple[str, str]]] = {"": []}
+    current = ""
+    for keyword, rest in instructions():
+        if keyword == "FROM":
+            current = rest.split(" AS ")[-1].strip() if " AS " in rest else f"final:{rest}"
+            found[current] = []
+        found[current].append((keyword, rest))
+    return found
+
+
+def test_only_the_manifest_the_downloader_and_its_lock_can_invalidate_the_downloaded_models():
+    models = stages()["models"]
+    assert models[0] == ("FROM", "base AS models")
+    download = next(i for i, (keyword, rest) in enumerate(models) if keyword == "RUN" and "download-models" in rest)
+    copied_before = {src for keyword, rest in models[:download] if keyword == "COPY" for src in _copy_sources(rest)}
+    assert copied_before == {"requirements-download.lock", "workflows/models.json", "infinitetalk_worker/model_download.py"}
+    base = stages()["base"]
+    assert not [rest for keyword, rest in base if keyword == "COPY"], "the shared base stage copies nothing"
     assert build_args()["BAKE_MODELS"] == "false"
+
+
+def test_baked_models_are_one_layer_per_manifest_file_and_only_when_asked():
+    every = stages()
+    copies = [rest for keyword, rest in every["runtime-models-true"] if keyword == "COPY"]
+    expected = [f"--from=models /models/{e.folder}/{e.file} /comfyui/models/{e.folder}/"
+                for e in load_manifest(REPO_ROOT / "workflows" / "models.json")]
+    assert copies == expected
+    assert every["runtime-models-false"] == [("FROM", "runtime AS runtime-models-false")]
+    final = [name for name in every if name.startswith("final:")]
+    assert final == ["final:runtime-models-${BAKE_MODELS}"], "the last stage picks the models by BAKE_MODELS"
+    # Before the worker's code: a code change copies no model again.
+    assert not [rest for keyword, rest in every[final[0]] if keyword == "COPY" and "--from" in rest]
+
+
+def test_every_package_is_installed_from_a_lock_with_hashes_and_nothing_else():
+    installs = [rest for keyword, rest in instructions() if keyword == "RUN" and "pip install" in rest]
+    locked = [rest for rest in installs if "-r /opt/build/requirements-" in rest]
+    assert len(locked) == 2  # the image lock, and the downloader's lock in the model stage
+    for rest in locked:
+        command = rest.split("&&")[0]
+        assert "--require-hashes" in command and "--only-binary=:all:" in command, command
+        assert re.fullmatch(r"pip install --no-cache-dir --require-hashes --only-binary=:all: "
+                            r"-r /opt/build/requirements-(image|download)\.lock\s*", command), command
+    others = [rest for rest in installs if rest not in locked]
+    assert others == ["python3.12 -m venv /opt/venv && pip install --no-cache-dir pip==25.2"]
+    runtime = " ".join(rest for keyword, rest in stages()["runtime"])
+    assert "requirements-image.lock" in runtime and "pip check" in runtime
+    assert not (SCRIPTS / "pin_to_installed.py").exists()
+
+
+def test_the_build_checks_the_sources_the_audio_embedding_and_the_node_imports_after_installing():
+    runtime = stages()["runtime"]
+    install = next(i for i, (keyword, rest) in enumerate(runtime) if keyword == "RUN" and "pip install" in rest)
+    fetch = next(i for i, (keyword, rest) in enumerate(runtime) if keyword == "RUN" and "fetch_pinned.sh" in rest)
+    check = next(i for i, (keyword, rest) in enumerate(runtime) if keyword == "RUN" and "check-sources" in rest)
+    assert install < fetch < check
+    steps = runtime[check][1]
+    assert "image_lock.py check-sources --comfyui-dir /comfyui" in steps
+    assert "check_audio_embeddings.py --wanvideo-dir /comfyui/custom_nodes/ComfyUI-WanVideoWrapper" in steps
+    assert "check_custom_nodes.py --comfyui-dir /comfyui" in steps
 
 
 def test_the_worker_code_is_copied_after_everything_slow():
@@ -122,7 +173,7 @@ def test_the_entrypoint_is_entrypoint_sh_and_there_is_no_default_command():
 def test_the_base_image_is_cuda_12_8_and_the_custom_node_import_check_runs_after_every_install():
     args = build_args()
     assert re.fullmatch(r"nvidia/cuda:12\.8\.\d+-[a-z-]*ubuntu2[24]\.04", args["BASE_IMAGE"])
-    assert "cu128" in args["TORCH_INDEX_URL"]
+    # torch's own CUDA (the lock's nvidia-cuda-runtime-cu12) is the base image's: tests/test_image_lock.py
     steps = instructions()
     installs = [i for i, (keyword, rest) in enumerate(steps) if keyword == "RUN" and "pip install" in rest]
     checks = [i for i, (keyword, rest) in enumerate(steps) if keyword == "RUN" and "check_custom_nodes.py" in rest]
@@ -364,35 +415,6 @@ def test_the_import_check_fails_when_comfyui_exits_with_an_error(comfyui_tree):
 
     assert result.returncode == 1
     assert "ComfyUI exited with status 1" in result.stderr
-
-
-# ---------------------------------------------------------------- pin_to_installed.py
-
-
-def test_worker_requirements_keep_the_versions_already_installed(tmp_path):
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text(textwrap.dedent("""\
-        # the worker's own
-        requests==0.0.1
-        PyYAML>=1
-        moto[server]==0.0.1  # extras survive
-        surely-not-an-installed-package==1.2.3
-    """))
-    fitted, constraints = tmp_path / "fitted.txt", tmp_path / "constraints.txt"
-
-    result = subprocess.run([sys.executable, str(SCRIPTS / "pin_to_installed.py"), str(requirements),
-                             str(fitted), str(constraints)], capture_output=True, text=True, timeout=60)
-
-    assert result.returncode == 0, result.stderr
-    from importlib import metadata
-    lines = fitted.read_text().splitlines()
-    assert lines[0] == "# the worker's own"
-    assert f"requests=={metadata.version('requests')}" in lines
-    assert f"PyYAML=={metadata.version('PyYAML')}" in lines
-    assert f"moto[server]=={metadata.version('moto')}" in lines
-    assert "surely-not-an-installed-package==1.2.3" in lines
-    assert "keeping the installed requests" in result.stderr
-    assert f"requests=={metadata.version('requests')}" in constraints.read_text().splitlines()
 
 
 # ---------------------------------------------------------------- Hub files and examples

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""The image's one lock: ComfyUI's, every pinned node's and the worker's requirements resolved together.
+
+    python scripts/image_lock.py compile --comfyui-dir DIR   # regenerate the lock (needs uv)
+    python scripts/image_lock.py check-sources --comfyui-dir DIR   # the build: sources match the lock's input
+
+``compile`` reads ``DIR/requirements.txt`` and ``DIR/custom_nodes/*/requirements.txt`` (a ComfyUI checkout
+with the nodes at the commits of the Dockerfile), writes them with the known-good pins below into
+``requirements-image.in``, and resolves that with ``uv pip compile`` for the image's Python and platform
+into ``requirements-image.lock`` (every package pinned, with hashes), plus ``requirements-download.lock``
+(the downloader's few packages at the same versions, for the image's model stage).
+
+Releases are cut off at the date of the node commits (``CUTOFF``), so numpy, opencv, huggingface_hub,
+librosa, av, protobuf and the rest stay what the nodes were written against; only the packages in
+``WORKER_SIDE`` (the RunPod SDK 1.12.0 the worker pins, and what it requires) may be newer.
+
+torch 2.8.0's manylinux wheel on PyPI is the CUDA 12.8 build (it requires nvidia-cuda-runtime-cu12
+12.8.x), so the lock takes torch from PyPI with PyPI's hashes and the image needs no second index.
+
+This script uses only the standard library, so the build can run ``check-sources`` before anything
+is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INPUT = REPO_ROOT / "requirements-image.in"
+LOCK = REPO_ROOT / "requirements-image.lock"
+DOWNLOAD_LOCK = REPO_ROOT / "requirements-download.lock"
+WORKER_REQUIREMENTS = REPO_ROOT / "requirements.txt"
+
+PYTHON_VERSION = "3.12"
+PLATFORM = "x86_64-manylinux_2_28"
+INDEX_URL = "https://pypi.org/simple"
+UV_VERSION = "0.13.9"
+
+# The pinned node commits are of October 2025.
+CUTOFF = "2025-10-31"
+# The date the worker's side was last resolved; raise it (and regenerate) to move the worker's side on.
+WORKER_SIDE_CUTOFF = "2026-12-01"
+WORKER_SIDE = (
+    "runpod", "aiohttp", "aiohttp-retry", "backoff", "boto3", "botocore", "s3transfer", "click", "colorama",
+    "cryptography", "fastapi", "fastapi-cli", "paramiko", "prettytable", "psutil", "py-cpuinfo", "inquirerpy",
+    "requests", "urllib3", "tomli", "tomlkit", "tqdm", "tqdm-loggable", "watchdog", "websocket-client",
+    "pydantic", "pydantic-core", "typing-extensions", "typing-inspection", "brotli", "wcwidth",
+)
+
+# Known-good: with transformers 5.x WanVideoWrapper 6b286552's wav2vec2 returns hidden_states=None and
+# every audio embedding fails; this set imports and runs (scripts/check_audio_embeddings.py proves it
+# at build time). torch/torchvision/torchaudio: the CUDA 12.8 build on PyPI. sageattention: optional
+# at run time (WAN_ATTENTION_MODE=auto tests it on the GPU), but installed from the lock like the rest.
+KNOWN_GOOD = (
+    "torch==2.8.0", "torchvision==0.23.0", "torchaudio==2.8.0",
+    "transformers==4.57.1", "diffusers==0.35.2", "peft==0.17.1", "accelerate==1.10.1",
+    "sageattention==1.0.6",
+)
+# The model stage of the image needs only these (infinitetalk_worker/model_download.py).
+DOWNLOAD_PACKAGES = ("requests", "tqdm")
+
+NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
+
+
+def canonical(name: str) -> str:
+    """PEP 503 name, so 'PyYAML', 'pyyaml' and 'py_yaml' compare equal."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_lines(text: str) -> list[str]:
+    """The requirement lines of a requirements.txt, comments and blank lines dropped."""
+    lines = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            lines.append(line)
+    return lines
+
+
+def source_sections(comfyui_dir: Path) -> dict[str, list[str]]:
+    """{label: requirement lines} for ComfyUI and each custom node that has a requirements.txt."""
+    main = comfyui_dir / "requirements.txt"
+    if not main.is_file():
+        raise SystemExit(f"{comfyui_dir} has no requirements.txt: give a ComfyUI checkout as --comfyui-dir.")
+    sections = {"ComfyUI": requirement_lines(main.read_text(encoding="utf-8"))}
+    for path in sorted((comfyui_dir / "custom_nodes").glob("*/requirements.txt")):
+        sections[path.parent.name] = requirement_lines(path.read_text(encoding="utf-8"))
+    return sections
+
+
+def render_input(sections: dict[str, list[str]]) -> str:
+    out = [
+        "# The input of requirements-image.lock, written by `python scripts/image_lock.py compile`; do not edit.",
+        "# Known-good pins (scripts/image_lock.py, KNOWN_GOOD):",
+        *KNOWN_GOOD,
+        "# The worker's own requirements:",
+        "-r requirements.txt",
+    ]
+    for label, lines in sections.items():
+        out += [f"# from {label}/requirements.txt:", *lines]
+    return "\n".join(out) + "\n"
+
+
+def recorded_sections(text: str) -> dict[str, list[str]]:
+    """The per-source sections of requirements-image.in, as ``render_input`` wrote them."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if match := re.match(r"^# from (.+)/requirements\.txt:$", line):
+            current = sections.setdefault(match.group(1), [])
+        elif line.startswith("#"):
+            current = None
+        elif current is not None and line.strip():
+            current.append(line.strip())
+    return sections
+
+
+def read_pins(text: str) -> dict[str, str]:
+    """{canonical name: version} of a lock or requirements file's ``name==version`` lines."""
+    pins = {}
+    for line in text.splitlines():
+        if match := PIN.match(line.strip()):
+            pins[canonical(match.group(1))] = match.group(2)
+    return pins
+
+
+def uv_command(uv: str, source: Path, output: Path) -> list[str]:
+    exempt = [arg for name in WORKER_SIDE for arg in ("--exclude-newer-package", f"{name}={WORKER_SIDE_CUTOFF}")]
+    return [
+        uv, "pip", "compile", "--no-config", "--quiet", "--generate-hashes", "--emit-index-url",
+        "--python-version", PYTHON_VERSION, "--python-platform", PLATFORM,
+        "--index-url", INDEX_URL, "--exclude-newer", CUTOFF, *exempt,
+        "--custom-compile-command", "python scripts/image_lock.py compile --comfyui-dir COMFYUI_DIR",
+        str(source.relative_to(REPO_ROOT)), "-o", str(output.relative_to(REPO_ROOT)),
+    ]
+
+
+def compile_lock(comfyui_dir: Path, uv: str) -> None:
+    """Write the input, then resolve it into the image lock and the downloader's lock."""
+    INPUT.write_text(render_input(source_sections(comfyui_dir)), encoding="utf-8")
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    subprocess.run(uv_command(uv, INPUT, LOCK), cwd=REPO_ROOT, env=env, check=True)
+    pins = read_pins(LOCK.read_text(encoding="utf-8"))
+    download_input = REPO_ROOT / "build" / "requirements-download.in"
+    download_input.parent.mkdir(exist_ok=True)
+    download_input.write_text("".join(f"{name}=={pins[name]}\n" for name in DOWNLOAD_PACKAGES), encoding="utf-8")
+    subprocess.run(uv_command(uv, download_input, DOWNLOAD_LOCK), cwd=REPO_ROOT, env=env, check=True)
+    print(f"wrote {INPUT.name}, {LOCK.name} ({len(pins)} packages) and {DOWNLOAD_LOCK.name}")
+
+
+def source_mismatches(comfyui_dir: Path, recorded_text: str) -> list[str]:
+    """How the requirements in ``comfyui_dir`` differ from those the lock was compiled from."""
+    found, recorded = source_sections(comfyui_dir), recorded_sections(recorded_text)
+    problems = []
+    for label in sorted(found.keys() | recorded.keys()):
+        if label not in recorded:
+            problems.append(f"{label}/requirements.txt is not in requirements-image.in (a new node?)")
+        elif label not in found:
+            problems.append(f"{label}/requirements.txt is in requirements-image.in but not in {comfyui_dir}")
+        elif found[label] != recorded[label]:
+            added = sorted(set(found[label]) - set(recorded[label]))
+            removed = sorted(set(recorded[label]) - set(found[label]))
+            problems.append(f"{label}/requirements.txt changed: added {added}, removed {removed}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    compile_parser = commands.add_parser("compile", help="regenerate requirements-image.in and the locks")
+    compile_parser.add_argument("--comfyui-dir", type=Path, required=True)
+    compile_parser.add_argument("--uv", default=shutil.which("uv") or "uv", help=f"uv {UV_VERSION} (pip install uv)")
+    check_parser = commands.add_parser("check-sources", help="fail when the sources' requirements are not the lock's input")
+    check_parser.add_argument("--comfyui-dir", type=Path, required=True)
+    check_parser.add_argument("--input", type=Path, default=INPUT)
+    args = parser.parse_args(argv)
+
+    if args.command == "compile":
+        compile_lock(args.comfyui_dir.resolve(), args.uv)
+        return 0
+    problems = source_mismatches(args.comfyui_dir, args.input.read_text(encoding="utf-8"))
+    for problem in problems:
+        sys.stderr.write(f"error: {problem}; regenerate the lock (README, 'The image lock').\n")
+    if not problems:
+        print(f"The requirements in {args.comfyui_dir} are those requirements-image.lock was compiled from.")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
