@@ -141,10 +141,17 @@ run_startup_checks() {
         say "start-up checks skipped (RUN_STARTUP_CHECKS=$RUN_STARTUP_CHECKS)"
         return
     fi
-    (cd "$APP_DIR" && "$WORKER_PYTHON" -m infinitetalk_worker check) ||
-        fail "the start-up checks failed (python -m infinitetalk_worker check); see the message above"
-    # They just passed against this very ComfyUI: the handler need not repeat them.
-    export RUN_STARTUP_CHECKS=false
+    local status=0
+    (cd "$APP_DIR" && "$WORKER_PYTHON" -m infinitetalk_worker check) || status=$?
+    case "$status" in
+        # They just passed against this very ComfyUI: the handler need not repeat them.
+        0) export RUN_STARTUP_CHECKS=false ;;
+        # Only model files are missing: exiting would make RunPod restart the worker forever. The
+        # handler runs the checks again, answers {"test": true} with ready: false and the missing
+        # files, and fails each job with a sentence saying what to mount or download.
+        3) say "WARNING: model files are missing (listed above); the worker starts but is not ready" ;;
+        *) fail "the start-up checks failed (python -m infinitetalk_worker check); see the message above" ;;
+    esac
 }
 
 warm_models() {

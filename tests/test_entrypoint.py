@@ -240,6 +240,17 @@ def test_failing_startup_checks_abort_and_stop_comfyui(runs, tmp_path):
     assert _wait_until_dead(run.comfyui()["pid"]), "ComfyUI must not outlive a failed start"
 
 
+def test_missing_models_alone_start_the_handler_which_checks_again_and_reports_them(runs, tmp_path):
+    run = runs(tmp_path, SERVING_COMFYUI, STANDIN_CHECK_STATUS="3")
+
+    status, output, _ = run.run()
+
+    assert status == 0, output
+    assert "model files are missing (listed above); the worker starts but is not ready" in output
+    assert (run.record / "handler_args").exists()
+    assert run.handler_env().get("RUN_STARTUP_CHECKS", "true") == "true", "the handler must learn what is missing"
+
+
 def test_startup_checks_can_be_skipped(runs, tmp_path):
     run = runs(tmp_path, SERVING_COMFYUI, RUN_STARTUP_CHECKS="false", STANDIN_CHECK_STATUS="1")
 
@@ -467,6 +478,41 @@ def test_the_workers_local_api_answers_a_readiness_probe(runs, tmp_path, startup
     body = answer.json()
     assert body.get("status") == "COMPLETED", body
     assert "error" not in (body.get("output") or {})
+
+
+def _post_when_up(run: Run, process: subprocess.Popen, url: str, job: dict, deadline_s: float = 120) -> dict:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            return requests.post(url, json=job, timeout=30).json()
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    run.stop()
+    pytest.fail(f"the worker's API never answered; exit {process.returncode}\n{run.output.read_text()}")
+
+
+def test_a_worker_without_model_files_starts_answers_not_ready_and_fails_jobs_with_one_sentence(runs, tmp_path):
+    run = runs(
+        tmp_path, FAKE_COMFYUI_LAUNCHER,
+        WORKER_PYTHON=sys.executable, WORKFLOW_DIR=str(REPO_ROOT / "workflows"),
+        STANDIN_FAKE_COMFYUI=str(FAKE_COMFYUI), STANDIN_FAKE_ROOT=str(tmp_path / "comfy-root"),
+        COMFYUI_START_TIMEOUT_S="60", JOB_ROOT=str(tmp_path / "jobs"),
+    )
+    api_port = _free_port()
+    process = run.start("--rp_serve_api", "--rp_api_port", str(api_port))
+    url = f"http://127.0.0.1:{api_port}/runsync"
+
+    probe = _post_when_up(run, process, url, {"input": {"test": True}})
+    job = _post_when_up(run, process, url, json.loads((REPO_ROOT / "examples" / "request_i2v_single.json").read_text()))
+
+    assert probe["status"] == "COMPLETED", probe
+    assert probe["output"]["ready"] is False
+    manifest = json.loads((REPO_ROOT / "workflows" / "models.json").read_text())
+    assert set(probe["output"]["missing_models"]) == {f"{row['folder']}/{row['file']}" for row in manifest}
+    assert job["status"] == "FAILED", job
+    error = job["error"] if isinstance(job["error"], str) else json.dumps(job["error"])
+    assert "/runpod-volume/models" in error and "download-models" in error
+    assert process.poll() is None, "the worker keeps serving"
 
 
 def test_entrypoint_with_a_real_comfyui_serves_an_example_job(runs, tmp_path):
