@@ -643,13 +643,16 @@ def _torch_save_bytes(rows: list[int], width: int, seed: int, text: str) -> byte
     pool = _Pool(seed + zlib.crc32(text.encode("utf-8")))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        archive.writestr("archive/data.pkl", _tensor_list_pickle(rows, width))
-        archive.writestr("archive/byteorder", "little")
+        def record(name: str, data: bytes | str) -> None:  # a fixed date, so the same input gives the same bytes
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+
+        record("archive/data.pkl", _tensor_list_pickle(rows, width))
+        record("archive/byteorder", "little")
         for i, n in enumerate(rows):
             spec = TensorSpec(f"context.{i}", "BF16", (n, width))
-            archive.writestr(f"archive/data/{i}", b"".join(pool.chunks(spec, f"{text}:{i}")))
-        archive.writestr("archive/version", "3\n")
-        archive.writestr(f"archive/{STANDIN_KEY}", "true")
+            record(f"archive/data/{i}", b"".join(pool.chunks(spec, f"{text}:{i}")))
+        record("archive/version", "3\n")
+        record(f"archive/{STANDIN_KEY}", "true")
     return buffer.getvalue()
 
 

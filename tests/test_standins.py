@@ -272,7 +272,7 @@ def read_embed_cache(path: Path) -> list[np.ndarray]:
         return TorchLoadAllowlist(archive, prefix).load()
 
 
-def test_text_embed_cache_is_where_the_node_looks_in_torch_saves_format(tmp_path):
+def test_text_embed_cache_is_where_the_node_looks_in_torch_saves_format(tmp_path, monkeypatch):
     root = comfyui_tree(tmp_path)
     prompt, negative = "  A person talking naturally ", "blurred, static"
     paths = write_text_embed_cache(root, prompt, negative)
@@ -286,8 +286,10 @@ def test_text_embed_cache_is_where_the_node_looks_in_torch_saves_format(tmp_path
         assert archive.read(f"archive/{STANDIN_KEY}") == b"true"
     assert not np.array_equal(positive_embeds[0][:3], negative_embeds[0][:3])
     before = [p.read_bytes() for p in paths]
+    later = zipfile.time.time() + 3600
+    monkeypatch.setattr(zipfile.time, "time", lambda: later)  # an hour later, e.g. the next job's call
     assert write_text_embed_cache(root, prompt, negative) == paths
-    assert [p.read_bytes() for p in paths] == before  # same seed, same bytes
+    assert [p.read_bytes() for p in paths] == before  # same seed, same bytes: nothing rewritten
 
 
 def test_prompt_travel_gives_one_embedding_per_prompt_and_a_real_cache_entry_is_kept(tmp_path):
