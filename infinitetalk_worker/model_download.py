@@ -4,7 +4,9 @@ It runs when the image is built with ``BAKE_MODELS=true`` and by hand to fill a 
 the worker never downloads a model while a job runs. A file counts as present only once its size
 and SHA-256 (from the manifest, else the hash Hugging Face reports for LFS files) have been checked;
 the result is remembered in ``.verified.json`` beside the files, so the next run skips a 14 GB file
-without reading it again. Downloads go to ``<name>.part`` and resume from there with HTTP Range
+without reading it again. Where the manifest gives no SHA-256 (or size), the first verified download
+records the file's in ``.recorded-hashes.json`` beside the files; from then on a file that differs from
+that record is refused, exactly as one that differs from the manifest. Downloads go to ``<name>.part`` and resume from there with HTTP Range
 requests; a file that fails verification is deleted, never left under its final name.
 
 This module depends only on the standard library, requests and tqdm, so the Dockerfile can run it
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = REPO_ROOT / "workflows" / "models.json"
 CACHE_NAME = ".verified.json"
+RECORD_NAME = ".recorded-hashes.json"
 PART_SUFFIX = ".part"
 CHUNK_BYTES = 256 * 1024  # small enough that a dropped connection loses little
 HASH_BLOCK_BYTES = 16 * 1024 * 1024
@@ -185,6 +188,43 @@ class VerifiedCache:
             os.replace(temporary, self.path)
 
 
+class RecordedHashes:
+    """SHA-256 and size of files the manifest does not pin, as first downloaded; later files must match."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.path = models_dir / RECORD_NAME
+        self._lock = threading.Lock()
+        try:
+            loaded = json.loads(self.path.read_text(encoding="utf-8"))
+            self._records: dict[str, dict[str, Any]] = loaded if isinstance(loaded, dict) else {}
+        except (OSError, json.JSONDecodeError):
+            self._records = {}
+
+    def expected(self, entry: ModelEntry) -> Expected:
+        """The manifest's values, completed from the record (the manifest wins where it has a value)."""
+        record = self._records.get(entry.relative_path.as_posix(), {})
+        if record.get("url") not in (None, entry.url):
+            record = {}  # the manifest now points at another file: its first download is recorded anew
+        sha = record.get("sha256") if isinstance(record.get("sha256"), str) else None
+        size = record.get("size") if isinstance(record.get("size"), int) else None
+        return Expected(entry.sha256 or sha, entry.size or size)
+
+    def record(self, entry: ModelEntry, sha256: str, size: int) -> None:
+        """Keep the first verified values of a file the manifest leaves open; never overwrite them."""
+        key = entry.relative_path.as_posix()
+        if entry.sha256 and entry.size:
+            return
+        with self._lock:
+            if self._records.get(key, {}).get("url") == entry.url:
+                return
+            self._records[key] = {"url": entry.url, "sha256": sha256, "size": size}
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            temporary.write_text(json.dumps(self._records, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(temporary, self.path)
+        log.info("%s: recorded SHA-256 %s and %d bytes in %s; a later download must match them.",
+                 entry.relative_path, sha256, size, self.path)
+
+
 # ---------------------------------------------------------------- downloading
 
 
@@ -231,13 +271,15 @@ class Downloader:
         self.retry_wait_s = retry_wait_s
         self.timeout_s = timeout_s
         self.cache = VerifiedCache(models_dir)
+        self.recorded = RecordedHashes(models_dir)
         self._progress_lock = threading.Lock()
         self._reported: dict[Path, int] = {}
 
     def ensure(self, entry: ModelEntry) -> str:
         """Return what was done: "skipped" (verified earlier), "verified" (found good) or "downloaded"."""
         dest = self.models_dir / entry.relative_path
-        if self.cache.matches(entry, dest):
+        pinned = self.recorded.expected(entry)
+        if self.cache.matches(ModelEntry(entry.file, entry.folder, entry.url, pinned.sha256, pinned.size), dest):
             log.info("%s: already verified, skipped.", entry.relative_path)
             self._report(entry, dest.stat().st_size, entry.size)
             return "skipped"
@@ -250,10 +292,12 @@ class Downloader:
         return "downloaded"
 
     def _expectation(self, session: requests.Session, entry: ModelEntry) -> Expected:
-        if entry.sha256 and entry.size:
-            return Expected(entry.sha256, entry.size)
+        """The manifest's values, else the first download's record, else what the hub says."""
+        pinned = self.recorded.expected(entry)
+        if pinned.sha256 and pinned.size:
+            return pinned
         remote = remote_expectation(session, entry.url, auth_headers(entry.url, self.token), self.timeout_s)
-        return Expected(entry.sha256 or remote.sha256, entry.size or remote.size)
+        return Expected(pinned.sha256 or remote.sha256, pinned.size or remote.size)
 
     def _existing_file_is_good(self, entry: ModelEntry, dest: Path, expected: Expected) -> bool:
         """A file put there by hand or by an older run is kept when it verifies; otherwise replaced."""
@@ -264,14 +308,14 @@ class Downloader:
             return False
         if expected.sha256 is None and expected.size is None:
             return False
-        digest = None
-        if expected.sha256:
-            digest = self._hash_file(dest, f"verify {entry.file}")
-            if digest != expected.sha256:
-                log.warning("%s: SHA-256 is not the expected one; downloading it again.", entry.relative_path)
-                return False
+        digest = self._hash_file(dest, f"verify {entry.file}")
+        if expected.sha256 and digest != expected.sha256:
+            log.warning("%s: SHA-256 is not the expected one; downloading it again.", entry.relative_path)
+            return False
         self.cache.record(entry, dest, digest)
-        log.info("%s: present and verified%s.", entry.relative_path, "" if digest else " (by size only)")
+        if expected.sha256 is None:
+            self.recorded.record(entry, digest, size)
+        log.info("%s: present and verified%s.", entry.relative_path, "" if expected.sha256 else " (by size only)")
         return True
 
     def _download(self, session: requests.Session, entry: ModelEntry, dest: Path, expected: Expected) -> None:
@@ -295,6 +339,7 @@ class Downloader:
         self._verify_part(entry, part, hasher.hexdigest(), Expected(expected.sha256, expected.size or total))
         os.replace(part, dest)
         self.cache.record(entry, dest, hasher.hexdigest())
+        self.recorded.record(entry, hasher.hexdigest(), dest.stat().st_size)
         log.info("%s: downloaded and verified.", entry.relative_path)
 
     def _fetch_into(
@@ -357,6 +402,8 @@ class Downloader:
             problem = f"size is {size} bytes, expected {expected.size}"
         elif expected.sha256 is not None and digest != expected.sha256:
             problem = f"SHA-256 is {digest}, expected {expected.sha256}"
+            if entry.sha256 is None and self.recorded.expected(entry).sha256 == expected.sha256:
+                problem += f" (recorded at its first download in {self.recorded.path})"
         if problem:
             part.unlink()
             raise ModelDownloadError(f"{entry.relative_path}: {problem}; the download was deleted.")
@@ -407,8 +454,9 @@ def download_models(
 ) -> dict[str, str]:
     """Fetch every entry (``jobs`` at a time); returns {relative path: outcome}, raises listing all failures."""
     models_dir.mkdir(parents=True, exist_ok=True)
-    _check_free_space(entries, models_dir)
-    total = sum(entry.size or 0 for entry in entries)
+    sizes = _sizes(entries, models_dir, token)
+    _check_free_space(entries, models_dir, sizes)
+    total = sum(entry.size or 0 for entry in entries)  # sizes learned later grow the bar as files start
     outcomes: dict[str, str] = {}
     failures: list[str] = []
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="models",
@@ -428,19 +476,39 @@ def download_models(
     return outcomes
 
 
-def _check_free_space(entries: list[ModelEntry], models_dir: Path) -> None:
-    """Fail before hours of downloading rather than on a full disk near the end."""
-    needed = 0
+def _sizes(entries: list[ModelEntry], models_dir: Path, token: str | None) -> dict[ModelEntry, int | None]:
+    """Each file's size: the manifest's, the first download's record, else what the hub says (HEAD)."""
+    recorded = RecordedHashes(models_dir)
+    sizes: dict[ModelEntry, int | None] = {}
+    with requests.Session() as session:
+        for entry in entries:
+            size = recorded.expected(entry).size
+            if size is None and not (models_dir / entry.relative_path).exists():
+                size = remote_expectation(session, entry.url, auth_headers(entry.url, token), 60.0).size
+            sizes[entry] = size
+    return sizes
+
+
+def _check_free_space(entries: list[ModelEntry], models_dir: Path, sizes: dict[ModelEntry, int | None]) -> None:
+    """Fail before hours of downloading rather than on a full disk near the end; every missing file counts."""
+    needed, unknown = 0, []
     for entry in entries:
         dest = models_dir / entry.relative_path
         part = dest.with_name(dest.name + PART_SUFFIX)
-        if entry.size and not dest.exists():
-            needed += entry.size - (part.stat().st_size if part.exists() else 0)
+        if dest.exists():
+            continue
+        if sizes.get(entry) is None:
+            unknown.append(entry.file)
+            continue
+        needed += sizes[entry] - (part.stat().st_size if part.exists() else 0)
     free = shutil.disk_usage(models_dir).free
     if needed > free:
         raise ModelDownloadError(
             f"{models_dir} has {free / 1e9:.1f} GB free but the missing model files need {needed / 1e9:.1f} GB."
         )
+    if unknown:
+        log.warning("Free space checked without %s: neither the manifest nor the server gives its size.",
+                    ", ".join(unknown))
 
 
 def _progress_interval() -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -292,6 +293,62 @@ def test_not_enough_disk_space_fails_before_downloading(server, tmp_path):
     with pytest.raises(ModelDownloadError, match="GB free"):
         _fetch(tmp_path, rows)
     assert server.requests == []
+
+
+def test_the_free_space_check_counts_a_file_whose_size_only_the_hub_gives(server, tmp_path, monkeypatch):
+    row = _publish(server, "multi.safetensors", 50_000, sha256=None, size=None)
+    server.hub_sha["multi.safetensors"] = hashlib.sha256(server.files["multi.safetensors"]).hexdigest()
+    usage = model_download.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(model_download.shutil, "disk_usage", lambda path: usage._replace(free=40_000))
+
+    with pytest.raises(ModelDownloadError, match="0.0 GB free but the missing model files need 0.0 GB"):
+        _fetch(tmp_path, [row])
+    assert server.gets("multi.safetensors") == [], "refused before downloading"
+
+
+def test_a_file_the_manifest_does_not_pin_is_recorded_at_first_download_and_a_different_one_refused(server, tmp_path):
+    row = _publish(server, "mel.safetensors", 30_000, sha256=None, size=None)  # and no hub hash either
+    _, models = _fetch(tmp_path, [row])
+    record = json.loads((models / model_download.RECORD_NAME).read_text())
+    first = server.files["mel.safetensors"]
+    assert record["diffusion_models/mel.safetensors"] == {
+        "url": row["url"], "sha256": hashlib.sha256(first).hexdigest(), "size": len(first)}
+
+    # Upstream serves other bytes under the same URL; the local copy is gone (a new disk, a bad file removed).
+    server.files["mel.safetensors"] = _content("something else", len(first))
+    (models / "diffusion_models" / "mel.safetensors").unlink()
+    with pytest.raises(ModelDownloadError) as caught:
+        _fetch(tmp_path, [row])
+
+    assert "mel.safetensors: SHA-256 is" in str(caught.value)
+    assert f"recorded at its first download in {models / model_download.RECORD_NAME}" in str(caught.value)
+    assert not (models / "diffusion_models" / "mel.safetensors").exists()
+    assert json.loads((models / model_download.RECORD_NAME).read_text()) == record, "the record is never replaced"
+
+
+def test_a_file_placed_by_hand_that_differs_from_the_record_is_replaced_by_the_recorded_one(server, tmp_path):
+    row = _publish(server, "mel.safetensors", 30_000, sha256=None, size=None)
+    _, models = _fetch(tmp_path, [row])
+    dest = models / "diffusion_models" / "mel.safetensors"
+    dest.write_bytes(_content("hand-made", 30_000))
+    (models / CACHE_NAME).unlink()
+
+    outcomes, _ = _fetch(tmp_path, [row])
+
+    assert outcomes == {"diffusion_models/mel.safetensors": "downloaded"}
+    assert dest.read_bytes() == server.files["mel.safetensors"]
+
+
+def test_the_shipped_manifest_pins_every_url_to_a_revision_and_records_sizes_and_hashes():
+    rows = json.loads((REPO_ROOT / "workflows" / "models.json").read_text())
+    for row in rows:
+        assert re.fullmatch(r"https://huggingface\.co/[\w.-]+/[\w.-]+/resolve/[0-9a-f]{40}/(.+/)?" + re.escape(row["file"]),
+                            row["url"]), row["url"]
+    # No public record of these was found; download-models records them at the first download.
+    assert {row["file"] for row in rows if row["sha256"] is None} == {
+        "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors", "MelBandRoformer_fp16.safetensors"}
+    assert {row["file"] for row in rows if row["size"] is None} == {
+        "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors"}
 
 
 def test_only_files_named_by_the_workflows_are_selected(server, tmp_path):
