@@ -6,8 +6,9 @@ and SHA-256 (from the manifest, else the hash Hugging Face reports for LFS files
 the result is remembered in ``.verified.json`` beside the files, so the next run skips a 14 GB file
 without reading it again. Where the manifest gives no SHA-256 (or size), the first verified download
 records the file's in ``.recorded-hashes.json`` beside the files; from then on a file that differs from
-that record is refused, exactly as one that differs from the manifest. Downloads go to ``<name>.part`` and resume from there with HTTP Range
-requests; a file that fails verification is deleted, never left under its final name.
+that record is refused, exactly as one that differs from the manifest. Downloads go to ``<name>.part``
+and resume from there with HTTP Range requests; a file that fails verification is deleted, never left
+under its final name.
 
 This module depends only on the standard library, requests and tqdm, so the Dockerfile can run it
 as a plain script in a layer that no change to the rest of the worker invalidates.

@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     compile_parser = commands.add_parser("compile", help="regenerate requirements-image.in and the locks")
     compile_parser.add_argument("--comfyui-dir", type=Path, required=True)
     compile_parser.add_argument("--uv", default=shutil.which("uv") or "uv", help=f"uv {UV_VERSION} (pip install uv)")
-    check_parser = commands.add_parser("check-sources", help="fail when the sources' requirements are not the lock's input")
+    check_parser = commands.add_parser(
+        "check-sources", help="fail when the sources' requirements are not the lock's input")
     check_parser.add_argument("--comfyui-dir", type=Path, required=True)
     check_parser.add_argument("--input", type=Path, default=INPUT)
     args = parser.parse_args(argv)

@@ -107,7 +107,8 @@ def test_only_the_manifest_the_downloader_and_its_lock_can_invalidate_the_downlo
     assert models[0] == ("FROM", "base AS models")
     download = next(i for i, (keyword, rest) in enumerate(models) if keyword == "RUN" and "download-models" in rest)
     copied_before = {src for keyword, rest in models[:download] if keyword == "COPY" for src in _copy_sources(rest)}
-    assert copied_before == {"requirements-download.lock", "workflows/models.json", "infinitetalk_worker/model_download.py"}
+    assert copied_before == {"requirements-download.lock", "workflows/models.json",
+                             "infinitetalk_worker/model_download.py"}
     base = stages()["base"]
     assert not [rest for keyword, rest in base if keyword == "COPY"], "the shared base stage copies nothing"
     assert build_args()["BAKE_MODELS"] == "false"

@@ -77,10 +77,12 @@ def test_the_lock_resolves_for_the_images_python_and_platform_exactly_as_locked(
         "--python-version", image_lock.PYTHON_VERSION, *platforms, "--only-binary=:all:", "-r", str(unhashed),
     ]
 
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=pip_without_local_configuration())
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800,
+                            env=pip_without_local_configuration())
 
     assert result.returncode == 0, f"the lock does not resolve for the image:\n{result.stdout}\n{result.stderr}"
-    chosen = {image_lock.canonical(item["metadata"]["name"]): item for item in json.loads(report.read_text())["install"]}
+    installed = json.loads(report.read_text())["install"]
+    chosen = {image_lock.canonical(item["metadata"]["name"]): item for item in installed}
     assert {name: item["metadata"]["version"] for name, item in chosen.items()} == \
         {name: entry["version"] for name, entry in LOCKED.items()}, "pip would install another set than the lock"
     for name, item in chosen.items():

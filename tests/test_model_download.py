@@ -342,8 +342,8 @@ def test_a_file_placed_by_hand_that_differs_from_the_record_is_replaced_by_the_r
 def test_the_shipped_manifest_pins_every_url_to_a_revision_and_records_sizes_and_hashes():
     rows = json.loads((REPO_ROOT / "workflows" / "models.json").read_text())
     for row in rows:
-        assert re.fullmatch(r"https://huggingface\.co/[\w.-]+/[\w.-]+/resolve/[0-9a-f]{40}/(.+/)?" + re.escape(row["file"]),
-                            row["url"]), row["url"]
+        pattern = r"https://huggingface\.co/[\w.-]+/[\w.-]+/resolve/[0-9a-f]{40}/(.+/)?" + re.escape(row["file"])
+        assert re.fullmatch(pattern, row["url"]), row["url"]
     # No public record of these was found; download-models records them at the first download.
     assert {row["file"] for row in rows if row["sha256"] is None} == {
         "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors", "MelBandRoformer_fp16.safetensors"}

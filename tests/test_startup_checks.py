@@ -192,7 +192,8 @@ def test_only_the_multi_model_missing_is_reported_once_for_both_multi_workflows(
     choices = comfy.inputs("MultiTalkModelLoader")["model"][0]
     comfy.inputs("MultiTalkModelLoader")["model"][0] = [c for c in choices if "Multi" not in c]
     found = run_startup_checks(settings_for(comfy.url)).missing_details
-    assert len(found) == 1 and "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors (folder diffusion_models)" in found[0]
+    missing = "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors (folder diffusion_models)"
+    assert len(found) == 1 and missing in found[0]
     assert "(used by i2v_multi.json node 1, v2v_multi.json node 1)" in found[0]
 
 
