@@ -27,14 +27,23 @@ from . import __version__
 from .comfy_client import ComfyClient, PromptResult, delete_output_files
 from .config import Settings, load_settings
 from .delivery import check_destination, deliver, video_metadata
-from .errors import WorkerError
+from .errors import WorkerError, WorkflowError
 from .frames import FPS, MAX_NODE_FRAMES
 from .logs import current_job_id
 from .media import PreparedMedia, job_directory, prepare_media
 from .progress import ProgressReporter
 from .request import JobRequest, is_probe, parse_request
 from .standin_graph import StandinRun, adapt_for_standins
-from .workflows import Workflow, explicit_values, graph_values, load_workflow_set, new_seed, patch_workflow
+from .workflows import (
+    Workflow,
+    explicit_values,
+    graph_values,
+    load_workflow_set,
+    new_seed,
+    patch_workflow,
+    remove_vocal_separation,
+    separates_vocals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +77,7 @@ class JobPlan:
     graph: dict[str, Any]
     frames: int
     warnings: list[str]
+    vocal_separation: bool = True
     graph_changes: list[str] = field(default_factory=list)
 
 
@@ -163,23 +173,28 @@ class Pipeline:
     def plan(self, request: JobRequest, job_dir: Path, job_id: str = "local") -> JobPlan:
         """Inputs into the job directory, then the exact graph to submit (no ComfyUI call)."""
         workflow = self.workflows[request.kind]
+        separated = vocal_separation(request, workflow)  # before any download: it can refuse the job
         media = prepare_media(request, job_dir, self.settings)
         seed = request.seed if request.seed is not None else new_seed()
         name = output_name(job_id)
         values = graph_values(request, media, seed, f"infinitetalk/{name}", self.settings.attention_mode,
-                              separated=_separates_vocals(workflow))
+                              separated=separated)
         graph = patch_workflow(workflow, values, explicit_values(request))
+        if not separated:
+            remove_vocal_separation(graph)
         warnings = request.warnings() + _frame_warnings(values["num_frames"], media)
         changes: list[str] = []
         if self.settings.allow_standin_models:
             changes = adapt_for_standins(graph, self.settings, self.standin_run)
             warnings.append("This video was made with stand-in model weights (ALLOW_STANDIN_MODELS=true): its "
                             "picture is noise; it proves the job path, not the model.")
-        return JobPlan(request, workflow, media, seed, name, graph, values["num_frames"], warnings, changes)
+        return JobPlan(request, workflow, media, seed, name, graph, values["num_frames"], warnings, separated,
+                       changes)
 
     def _metadata(self, plan: JobPlan, video: Path, timings: dict[str, float | None]) -> dict[str, Any]:
         metadata: dict[str, Any] = {
-            "seed": plan.seed, "workflow": plan.workflow.name, **video_metadata(video),
+            "seed": plan.seed, "workflow": plan.workflow.name, "vocal_separation": plan.vocal_separation,
+            **video_metadata(video),
             "timings": {k: round(v, 3) for k, v in timings.items() if v is not None},
         }
         if plan.warnings:
@@ -214,9 +229,16 @@ class Pipeline:
         return video
 
 
-def _separates_vocals(workflow: Workflow) -> bool:
-    """Whether the voices pass through vocal separation (which resamples them) before the embedding."""
-    return any(node.get("class_type") == "MelBandRoFormerSampler" for node in workflow.graph.values())
+def vocal_separation(request: JobRequest, workflow: Workflow) -> bool:
+    """Whether this job's voices go through vocal separation: the request's choice, where the graph can.
+
+    ``auto`` keeps it for uploaded audio (which may carry music or noise).
+    """
+    available = separates_vocals(workflow.graph)
+    if request.separate_vocals is True and not available:
+        raise WorkflowError(f"Workflow {workflow.name} has no vocal separation node; remove separate_vocals "
+                            "from the request or use a workflow that has one.")
+    return available and request.separate_vocals is not False
 
 
 def _frame_warnings(frames: int, media: PreparedMedia) -> list[str]:

@@ -195,6 +195,8 @@ class JobRequest(BaseModel):
     speaker_boxes: Annotated[tuple[Box, Box] | None, BeforeValidator(_two_boxes)] = _described(
         None, "the region [x0, y0, x1, y1] each voice drives, in 0..1 of the picture; two-speaker jobs only",
         "left half / right half")
+    separate_vocals: Literal["auto"] | Flag = _described(
+        "auto", "vocal separation (MelBandRoFormer) before the audio embedding; auto: on for uploaded audio")
     output: Literal["base64", "volume", "s3"] | None = _described(
         None, "where the result goes (overrides network_volume)", "base64, or volume when network_volume is true")
     test: Flag = _described(False, "health probe: answers at once with readiness, runs nothing")

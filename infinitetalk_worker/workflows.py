@@ -24,6 +24,8 @@ from .roles import OUTPUT_ROLE, REQUIRED_ROLES, ROLE_INPUTS, roles_of
 
 log = logging.getLogger(__name__)
 
+VOCAL_SEPARATOR = "MelBandRoFormerSampler"
+VOCAL_SEPARATOR_LOADER = "MelBandRoFormerModelLoader"
 WORKFLOW_FILES: dict[tuple[str, str], str] = {
     ("image", "single"): "i2v_single.json",
     ("image", "multi"): "i2v_multi.json",
@@ -166,3 +168,41 @@ def explicit_values(request: JobRequest) -> set[str]:
 def new_seed() -> int:
     """A random seed that survives a round trip through JavaScript numbers."""
     return secrets.randbelow(2**32)
+
+
+def separates_vocals(graph: dict[str, Any]) -> bool:
+    """Whether the voices pass through vocal separation (which resamples them) before the embedding."""
+    return any(node.get("class_type") == VOCAL_SEPARATOR for node in graph.values())
+
+
+def remove_vocal_separation(graph: dict[str, Any]) -> list[str]:
+    """Feed each voice straight to its consumers and drop the separation nodes; returns the removed ids.
+
+    Only the separator's first output (vocals) may be in use: a graph that mixes in the instruments
+    cannot run without it, and is refused rather than silently changed.
+    """
+    separators = [node_id for node_id, node in graph.items() if node.get("class_type") == VOCAL_SEPARATOR]
+    for node_id in separators:
+        source = graph[node_id]["inputs"].get("audio")
+        for consumer in graph.values():
+            for name, value in consumer.get("inputs", {}).items():
+                if _links_to(value, node_id):
+                    if value[1] != 0:
+                        raise WorkflowError(f"node {node_id} ({VOCAL_SEPARATOR}): its output {value[1]} is used, "
+                                            "so vocal separation cannot be switched off in this workflow.")
+                    consumer["inputs"][name] = list(source)
+        del graph[node_id]
+    used = {value[0] for node in graph.values() for value in node.get("inputs", {}).values() if _is_link(value)}
+    loaders = [node_id for node_id, node in graph.items()
+               if node.get("class_type") == VOCAL_SEPARATOR_LOADER and node_id not in used]
+    for node_id in loaders:
+        del graph[node_id]
+    return separators + loaders
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+def _links_to(value: Any, node_id: str) -> bool:
+    return _is_link(value) and value[0] == node_id

@@ -68,3 +68,16 @@ def test_the_reported_frames_are_the_frames_of_the_video(inputs, tmp_path, name)
     assert (video["width"], video["height"], video["fps"]) == (192, 128, 25.0)
     assert video["frames"] == result["frames"] == 37  # int(1.5 s * 25), as MultiTalkWav2VecEmbeds cuts it, not 38
     assert video["audio_seconds"] == pytest.approx(37 / 25, abs=0.07)  # to the AAC frame (1,024 samples)
+
+
+@pytest.mark.parametrize("separate, frames", [("auto", 17), (False, 16)])
+def test_the_frames_follow_whether_the_voice_was_separated(inputs, tmp_path, fake_comfy, separate, frames):
+    # 10,879 samples at 16 kHz: MelBandRoFormer's 44.1 kHz detour gives the embedding one frame more than
+    # the voice fed straight to it, so the worker must know which path the graph takes.
+    make_wav(inputs / "odd.wav", 10879 / 16000)
+    result, video = run({"image_path": str(inputs / "face.png"), "wav_path": str(inputs / "odd.wav"),
+                         "separate_vocals": separate, "width": 128, "height": 128}, tmp_path)
+    classes = {node["class_type"] for node in fake_comfy.prompts[-1]["prompt"].values()}
+    assert ("MelBandRoFormerSampler" in classes) is (separate == "auto")
+    assert result["vocal_separation"] is (separate == "auto")
+    assert video["frames"] == result["frames"] == frames

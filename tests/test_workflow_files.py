@@ -18,6 +18,7 @@ from request_cases import (
 )
 
 from infinitetalk_worker.config import REPO_ROOT, load_settings
+from infinitetalk_worker.errors import WorkerError
 from infinitetalk_worker.node_lock import (
     DEFAULT_LOCK_PATH,
     DEFAULT_MANIFEST_PATH,
@@ -29,6 +30,7 @@ from infinitetalk_worker.node_lock import (
 )
 from infinitetalk_worker.pipeline import render
 from infinitetalk_worker.roles import REQUIRED_ROLES, ROLE_INPUTS, roles_of
+from infinitetalk_worker.workflows import remove_vocal_separation
 
 WORKFLOWS = REPO_ROOT / "workflows"
 SMOKE = WORKFLOWS / "smoke"
@@ -289,3 +291,43 @@ def test_every_speaker_region_mask_covers_at_least_one_token_cell(tmp_path, medi
     for role in ("speaker_mask_1", "speaker_mask_2", "speaker_mask_background"):
         (_, mask), = with_role(graph, role)
         assert _token_cells_covered(mask["inputs"]["image"], 512, 512) > 0, role
+
+
+# ---------------------------------------------------------------- separate_vocals: false
+
+
+@pytest.mark.parametrize("kind, people, extra", CASES, ids=CASE_IDS)
+def test_without_vocal_separation_the_rendered_graph_is_valid_and_feeds_the_voices_straight(
+        tmp_path, media, kind, people, extra):
+    raw = {**case_input(kind, people, extra, media), "separate_vocals": False}
+    settings = load_settings({"ALLOWED_INPUT_ROOTS": str(tmp_path), "WORKFLOW_DIR": str(WORKFLOWS)})
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+
+    plan = render(raw, settings, job_dir)
+
+    classes = {node["class_type"] for node in plan.graph.values()}
+    assert not classes & {"MelBandRoFormerSampler", "MelBandRoFormerModelLoader"}
+    assert [str(p) for p in validate_graph(plan.graph, LOCK, MODELS, "rendered")] == []
+    _, embeds = only(plan.graph, "MultiTalkWav2VecEmbeds")
+    voices = [value for name, value in embeds["inputs"].items() if name.startswith("audio_") and name[6:].isdigit()]
+    assert voices and all(source(plan.graph, link)["class_type"] == "LoadAudio" for link in voices)
+    assert plan.vocal_separation is False
+
+
+def test_separate_vocals_true_with_a_workflow_without_a_separator_names_the_key(tmp_path, media):
+    raw = {**case_input("image", "single", {}, media), "separate_vocals": True}
+    settings = load_settings({"ALLOWED_INPUT_ROOTS": str(tmp_path), "WORKFLOW_DIR": str(SMOKE)})
+
+    with pytest.raises(WorkerError, match="separate_vocals"):
+        render(raw, settings, tmp_path)
+
+
+def test_a_graph_that_mixes_in_the_instruments_cannot_drop_the_separator():
+    graph = load("i2v_single.json")
+    separator, _ = only(graph, "MelBandRoFormerSampler")
+    _, embeds = only(graph, "MultiTalkWav2VecEmbeds")
+    embeds["inputs"]["audio_1"] = [separator, 1]  # the instruments output
+
+    with pytest.raises(WorkerError, match="output 1 is used"):
+        remove_vocal_separation(graph)
