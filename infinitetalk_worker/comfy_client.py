@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import requests
 import websocket
 
-from .errors import ComfyError, ComfyUnavailableError, JobTimeoutError
+from .errors import ComfyError, ComfyUnavailableError, JobTimeoutError, clipped
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ LOG_TAIL_LINES = 20
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 # The start of the tip ComfyUI appends to an out-of-memory exception message (execution.py).
+MAX_NODE_PROBLEMS = 5  # node errors quoted from a refused prompt; the rest are counted
 COMFYUI_OOM_TIP = "This error means you ran out of memory on your GPU."
 
 
@@ -350,13 +351,16 @@ def describe_rejection(body: dict[str, Any]) -> str:
     """A 400 from /prompt in plain words: the top-level reason, then each node's errors."""
     error = body.get("error") or {}
     reason = error.get("message") or "the workflow failed validation" if isinstance(error, dict) else str(error)
-    parts = [f"ComfyUI refused the workflow: {reason}"]
+    parts = [f"ComfyUI refused the workflow: {clipped(reason)}"]
     if isinstance(error, dict) and error.get("details"):
-        parts[0] += f" ({error['details']})"
-    for node_id, node in (body.get("node_errors") or {}).items():
-        for problem in node.get("errors", []):
-            detail = problem.get("details") or problem.get("message", "")
-            parts.append(f"node {node_id} ({node.get('class_type', '?')}): {detail}")
+        parts[0] += f" ({clipped(error['details'])})"
+    problems = [(node_id, node, problem) for node_id, node in (body.get("node_errors") or {}).items()
+                for problem in node.get("errors", [])]
+    for node_id, node, problem in problems[:MAX_NODE_PROBLEMS]:
+        detail = problem.get("details") or problem.get("message", "")
+        parts.append(f"node {clipped(node_id, 40)} ({clipped(node.get('class_type', '?'), 80)}): {clipped(detail)}")
+    if len(problems) > MAX_NODE_PROBLEMS:
+        parts.append(f"and {len(problems) - MAX_NODE_PROBLEMS} more problems")
     return "; ".join(parts) + "."
 
 
@@ -365,10 +369,10 @@ def describe_failure(messages: dict[str, dict[str, Any]]) -> str:
     if "execution_error" in messages:
         data = messages["execution_error"]
         text = str(data.get("exception_message", "")).strip()
-        node = f"node {data.get('node_id')} ({data.get('node_type')})"
+        node = f"node {clipped(data.get('node_id'), 40)} ({clipped(data.get('node_type'), 80)})"
         if str(data.get("exception_type", "")).endswith("OutOfMemoryError"):
             return _out_of_memory(node, text)
-        return f"ComfyUI failed at {node}: {data.get('exception_type', 'error')}: {text}"
+        return f"ComfyUI failed at {node}: {clipped(data.get('exception_type', 'error'), 120)}: {clipped(text)}"
     if "execution_interrupted" in messages:
         data = messages["execution_interrupted"]
         return f"ComfyUI interrupted the job at node {data.get('node_id')} ({data.get('node_type')})."
@@ -377,7 +381,7 @@ def describe_failure(messages: dict[str, dict[str, Any]]) -> str:
 
 def _out_of_memory(node: str, text: str) -> str:
     """ComfyUI's own tip (about batch_size) does not apply to these workflows; say what does."""
-    detail = text.split(COMFYUI_OOM_TIP, 1)[0].strip().rstrip(".")
+    detail = clipped(text.split(COMFYUI_OOM_TIP, 1)[0]).rstrip(".")
     return (f"The GPU ran out of memory at {node}: {detail}. Ask for a smaller width and height, "
             "or deploy the endpoint on a GPU with more memory.")
 

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 #: The most characters of a user's value an error or warning repeats.
 MAX_SHOWN_CHARS = 60
+#: The most characters of a text from ComfyUI (an exception message, a validation detail) an error quotes.
+MAX_QUOTED_CHARS = 400
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = _REPR.maxlong = MAX_SHOWN_CHARS
@@ -38,6 +40,19 @@ def shown_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return shown(f"{parts.scheme}://{host}{parts.path}" if parts.scheme or host else parts.path)
+
+
+def clipped(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
+    """Another program's text in a message: one line, the middle cut out past ``limit`` characters.
+
+    ComfyUI's exception messages can carry whole tensors or the user's own values; the client gets the
+    start (what failed) and the end (usually the reason).
+    """
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} [...] {text[-half:]}"
 
 
 def english_list(items: Iterable[str], last: str = "or") -> str:

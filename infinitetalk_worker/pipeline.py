@@ -26,9 +26,10 @@ from typing import Any
 from . import __version__
 from .comfy_client import ComfyClient, PromptResult, delete_output_files
 from .config import Settings, load_settings
+from .constants import FPS
 from .delivery import check_destination, deliver, video_metadata
 from .errors import WorkerError, WorkflowError
-from .frames import FPS, MAX_NODE_FRAMES
+from .frames import MAX_NODE_FRAMES
 from .logs import current_job_id
 from .media import PreparedMedia, job_directory, prepare_media
 from .progress import ProgressReporter

@@ -28,7 +28,7 @@ import av
 import numpy as np
 
 from .config import REPO_ROOT, Settings, load_settings
-from .frames import FPS
+from .constants import FPS
 from .pipeline import Pipeline
 from .standin_graph import StandinRun
 

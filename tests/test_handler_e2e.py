@@ -200,6 +200,18 @@ def test_out_of_memory_says_what_to_change_instead_of_comfyuis_batch_size_tip(in
     assert "smaller width and height" in error and "batch_size" not in error
 
 
+def test_a_huge_exception_message_is_quoted_start_and_end_only(inputs, fake_comfy):
+    fake_comfy.scenario = "execution_error"
+    fake_comfy.error_message = ("shape mismatch: tensor([" + ", ".join(["0.1234"] * 20000)
+                                + "]) cannot be broadcast to [1, 16, 21, 60, 104]")
+    error = run(single(inputs))["error"]
+    assert error.startswith("ComfyUI failed at node ") and "shape mismatch" in error
+    assert error.endswith("cannot be broadcast to [1, 16, 21, 60, 104]") and "[...]" in error
+    assert len(error) < 600
+    fake_comfy.scenario = "success_vhs"
+    assert "video" in run(single(inputs)), "the worker keeps serving"
+
+
 def test_interrupt_from_outside_is_reported(inputs, fake_comfy):
     fake_comfy.scenario = "interrupt_soon"
     assert "ComfyUI interrupted the job at node" in run(single(inputs))["error"]
