@@ -110,6 +110,15 @@ class Settings:
         600.0, "MAX_VIDEO_SECONDS", "longest accepted input video", limit=("input video length", ""), gt=0)
     max_prompt_chars: int = setting(
         2000, "MAX_PROMPT_CHARS", "longest accepted prompt", limit=("`prompt`, `negative_prompt`", "characters"), gt=0)
+    max_text_chars: int = setting(
+        2000, "MAX_TEXT_CHARS", "longest accepted text to speak",
+        limit=("`text`, `text_2`, `dialogue`", "characters"), gt=0)
+    kokoro_model: Annotated[Path | None, BeforeValidator(_optional_path)] = setting(
+        None, "KOKORO_MODEL", "the text-to-speech model file (Kokoro-82M ONNX)",
+        shown_default="`kokoro/kokoro-v1.0.onnx` in the first models folder that has it")
+    kokoro_voices: Annotated[Path | None, BeforeValidator(_optional_path)] = setting(
+        None, "KOKORO_VOICES", "the text-to-speech voices file (an .npz of style arrays, one per voice)",
+        shown_default="`kokoro/voices-v1.0.bin` in the first models folder that has it")
     job_deadline_s: float = setting(
         3600.0, "JOB_DEADLINE_S", "a job running longer is interrupted and fails",
         limit=("whole job", "interrupted in ComfyUI and failed after"), gt=0)

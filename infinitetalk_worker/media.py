@@ -22,6 +22,7 @@ from .input_paths import resolve_input_path
 from .job_directory import job_directory
 from .probe import check_image, probe_audio_track, probe_video, rename_by_content
 from .request import JobRequest
+from .speech import Speech, synthesize
 
 __all__ = ["PreparedMedia", "fetch_source", "job_directory", "prepare_media", "slot_kind"]
 
@@ -35,6 +36,7 @@ class PreparedMedia:
     audio_tracks: dict[str, tuple[int, int]] = field(default_factory=dict)  # slot -> (samples, rate) decoded
     image_size: tuple[int, int] | None = None
     video_seconds: float | None = None
+    speech: Speech = field(default_factory=Speech)  # the voices the worker spoke from text, if any
 
 
 def slot_kind(slot: str) -> str:
@@ -51,10 +53,13 @@ def prepare_media(request: JobRequest, job_dir: Path, settings: Settings) -> Pre
 
 
 def _prepare(request: JobRequest, job_dir: Path, settings: Settings) -> PreparedMedia:
-    media = PreparedMedia()
+    media = PreparedMedia(speech=synthesize(request, job_dir, settings))  # first: a bad voice costs no download
     for slot in request.needed_slots():
-        key, value = request.source_of(slot)
-        path = fetch_source(slot, key, value, job_dir, settings)
+        if slot in media.speech.tracks:  # spoken from text: from here on exactly like an uploaded WAV
+            key, path = media.speech.tracks[slot].key, media.speech.tracks[slot].path
+        else:
+            key, value = request.source_of(slot)
+            path = fetch_source(slot, key, value, job_dir, settings)
         _probe(slot, key, path, media, settings)
         media.files[slot] = rename_by_content(path, slot_kind(slot)) if path.parent == job_dir else path
     if request.person_count == "multi":

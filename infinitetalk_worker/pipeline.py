@@ -109,7 +109,7 @@ class Pipeline:
             if is_probe(raw):
                 return await asyncio.to_thread(self.readiness)
             self._refuse_without_models()
-            request = parse_request(raw, self.settings.max_prompt_chars)
+            request = parse_request(raw, self.settings.max_prompt_chars, self.settings.max_text_chars)
             with job_directory(self.settings, job_id) as job_dir:
                 return await self.run(job, request, job_dir)
         except WorkerError as exc:
@@ -161,7 +161,8 @@ class Pipeline:
         video = await self._fetch_video(result, plan.name, job_dir)
         progress.stage("delivering")
         timings = {"inputs_s": inputs_done - started, "comfyui_s": comfy_done - inputs_done,
-                   "comfyui_execution_s": result.execution_s}
+                   "comfyui_execution_s": result.execution_s,
+                   "tts_s": plan.media.speech.seconds_taken if plan.media.speech.tracks else None}
         output = await asyncio.to_thread(deliver, video, request, plan.name, self.settings,
                                          self._metadata(plan, video, timings))
         output["timings"]["total_s"] = round(time.monotonic() - started, 3)
@@ -198,6 +199,8 @@ class Pipeline:
             **video_metadata(video),
             "timings": {k: round(v, 3) for k, v in timings.items() if v is not None},
         }
+        if plan.media.speech.tracks:  # what was spoken: per speaker the voice and the duration
+            metadata["speech"] = plan.media.speech.report()
         if plan.warnings:
             metadata["warnings"] = list(plan.warnings)
         if plan.graph_changes:  # stand-in runs only: what the graph had changed for the CPU
@@ -233,13 +236,16 @@ class Pipeline:
 def vocal_separation(request: JobRequest, workflow: Workflow) -> bool:
     """Whether this job's voices go through vocal separation: the request's choice, where the graph can.
 
-    ``auto`` keeps it for uploaded audio (which may carry music or noise).
+    ``auto`` keeps it for uploaded audio (which may carry music or noise) and drops it when every voice is
+    synthesized from text: clean speech has nothing to separate, and the detour only costs time.
     """
     available = separates_vocals(workflow.graph)
     if request.separate_vocals is True and not available:
         raise WorkflowError(f"Workflow {workflow.name} has no vocal separation node; remove separate_vocals "
                             "from the request or use a workflow that has one.")
-    return available and request.separate_vocals is not False
+    if request.separate_vocals == "auto":
+        return available and not request.all_speech_synthesized
+    return available and request.separate_vocals is True
 
 
 def _frame_warnings(frames: int, media: PreparedMedia) -> list[str]:
@@ -259,7 +265,7 @@ def output_name(job_id: str) -> str:
 
 def render(raw_input: Any, settings: Settings, job_dir: Path) -> JobPlan:
     """The plan (and graph) the worker would submit for a job input; media files stay in ``job_dir``."""
-    request = parse_request(raw_input, settings.max_prompt_chars)
+    request = parse_request(raw_input, settings.max_prompt_chars, settings.max_text_chars)
     return Pipeline(settings).plan(request, job_dir, "render")
 
 

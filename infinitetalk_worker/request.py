@@ -23,6 +23,7 @@ from pydantic import (
 
 from .constants import FPS, MULTI_ONLY_FIELDS
 from .errors import InputError, english_list, shown
+from .speech import parse_dialogue
 
 DEFAULT_PROMPT = "A person talking naturally"
 SIZE_MULTIPLE = 16
@@ -137,6 +138,22 @@ def _source_field(slot: str, form: str) -> Any:
     return _described(None, f"{what}, {form}; exactly one of {english_list(SLOTS[slot])} is required {when}")
 
 
+# What can stand in for a voice slot's audio: text the worker speaks (``speech``).
+SPEECH_KEYS: dict[str, str] = {"audio_1": "text", "audio_2": "text_2"}
+DEFAULT_VOICE, DEFAULT_VOICE_2 = "af_heart", "am_adam"
+MIN_SPEED, MAX_SPEED = 0.5, 2.0
+
+
+def _spoken(value: Any) -> Any:
+    """Text to speak stays as sent: empty text is an error with its own message, not an absent key."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+Spoken = Annotated[str | None, BeforeValidator(_spoken)]
+
+
 SLOT_TEXT = {
     "image": ("the portrait", "when input_type is 'image'"),
     "video": ("the source video", "when input_type is 'video'"),
@@ -174,6 +191,16 @@ class JobRequest(BaseModel):
     wav_path_2: Source = _source_field("audio_2", AS_PATH)
     wav_url_2: Source = _source_field("audio_2", AS_URL)
     wav_base64_2: Source = _source_field("audio_2", AS_BASE64)
+    text: Spoken = _described(
+        None, "words for speaker 1 to say, spoken by the worker (Kokoro-82M) instead of wav_*; at most "
+              "MAX_TEXT_CHARS characters")
+    text_2: Spoken = _described(None, "words for speaker 2 to say instead of wav_*_2; two-speaker jobs only")
+    dialogue: Spoken = _described(
+        None, "both speakers' words in one text, each line after a marker (s1) or (s2); the lines follow one "
+              "another, each speaker silent while the other talks; instead of text, text_2 and wav_*")
+    voice: str = _described(DEFAULT_VOICE, "the voice that speaks text (or the (s1) lines); see Voices")
+    voice_2: str = _described(DEFAULT_VOICE_2, "the voice that speaks text_2 (or the (s2) lines)")
+    speed: _real(MIN_SPEED, MAX_SPEED) = _described(1.0, "speaking rate of the synthesized speech (1 = normal)")
     prompt: str = _described(DEFAULT_PROMPT, "what the scene shows; at most MAX_PROMPT_CHARS characters")
     negative_prompt: str | None = _described(
         None, "what to avoid (only has an effect when cfg is not 1)", WORKFLOWS_OWN)
@@ -196,7 +223,8 @@ class JobRequest(BaseModel):
         None, "the region [x0, y0, x1, y1] each voice drives, in 0..1 of the picture; two-speaker jobs only",
         "left half / right half")
     separate_vocals: Literal["auto"] | Flag = _described(
-        "auto", "vocal separation (MelBandRoFormer) before the audio embedding; auto: on for uploaded audio")
+        "auto", "vocal separation (MelBandRoFormer) before the audio embedding; auto: on for uploaded audio, off "
+        "when every voice is synthesized from text")
     output: Literal["base64", "volume", "s3"] | None = _described(
         None, "where the result goes (overrides network_volume)", "base64, or volume when network_volume is true")
     test: Flag = _described(False, "health probe: answers at once with readiness, runs nothing")
@@ -242,18 +270,51 @@ class JobRequest(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _check_speech(self) -> JobRequest:
+        """Text and audio for one speaker, or a dialogue beside either, leave the voice ambiguous: refuse it."""
+        for slot, key in SPEECH_KEYS.items():
+            audio = self.sources_given(slot)
+            if getattr(self, key) is not None and audio:
+                raise InputError(key, f"give either {key} or {english_list(SLOTS[slot])}, not {key} and "
+                                      f"{audio[0]}: one speaker has one voice.")
+        if self.dialogue is not None:
+            others = [key for key in ("text", "text_2") if getattr(self, key) is not None]
+            others += self.sources_given("audio_1") + self.sources_given("audio_2")
+            if others:
+                raise InputError("dialogue", f"holds every speaker's words; remove {english_list(others, 'and')}.")
+            parse_dialogue(self.dialogue, 2 if self.person_count == "multi" else 1)
+            if self.person_count == "multi" and self.multi_audio_type == "add":
+                raise InputError("multi_audio_type", "'add' cannot be used with dialogue: the dialogue already "
+                                                     "places each line after the previous one; leave it out.")
+        return self
+
+    @model_validator(mode="after")
     def _check_sources(self) -> JobRequest:
         for slot in self.needed_slots():
             given = self.sources_given(slot)
-            if not given:
+            if not given and slot not in self.speech_slots():
                 keys = english_list(SLOTS[slot])
                 ending = self._misspelt(slot) or "."
-                raise InputError(SLOTS[slot][0], f"one of {keys} is required{self._why_needed(slot)}{ending}")
+                spoken = f", or {SPEECH_KEYS[slot]} (or dialogue) for the worker to speak"
+                raise InputError(SLOTS[slot][0], f"one of {keys} is required{self._why_needed(slot)}{spoken}{ending}")
         for slot in SLOTS:
             given = self.sources_given(slot)
             if len(given) > 1:
                 raise InputError(given[0], f"give exactly one of {', '.join(SLOTS[slot])}, not {' and '.join(given)}.")
         return self
+
+    def speech_slots(self) -> dict[str, str]:
+        """The voice slots this job synthesizes, each with the key whose text it speaks."""
+        needed = [slot for slot in self.needed_slots() if slot in SPEECH_KEYS]
+        if self.dialogue is not None:
+            return dict.fromkeys(needed, "dialogue")
+        return {slot: SPEECH_KEYS[slot] for slot in needed if getattr(self, SPEECH_KEYS[slot]) is not None}
+
+    @property
+    def all_speech_synthesized(self) -> bool:
+        """Every voice comes from text: no music or noise to separate from it."""
+        voices = [slot for slot in self.needed_slots() if slot in SPEECH_KEYS]
+        return set(self.speech_slots()) == set(voices)
 
     def _why_needed(self, slot: str) -> str:
         if slot in ("image", "video"):
@@ -321,6 +382,12 @@ class JobRequest(BaseModel):
                 notes += [f"{key} was ignored: this job does not use a {slot} input."
                           for key in self.sources_given(slot)]
         if self.person_count == "single":
+            notes += [f"{key} was ignored: it applies to two-speaker jobs only."
+                      for key in ("text_2", "voice_2") if key in self.model_fields_set]
+        if not self.speech_slots():
+            notes += [f"{key} was ignored: this job speaks no text." for key in ("voice", "voice_2", "speed")
+                      if key in self.model_fields_set and not (key == "voice_2" and self.person_count == "single")]
+        if self.person_count == "single":
             multi_only = sorted(MULTI_ONLY_FIELDS & self.model_fields_set)
             notes += [f"{key} was ignored: it applies to two-speaker jobs only." for key in multi_only]
         return notes
@@ -357,8 +424,11 @@ def _round16(value: int) -> int:
     return max(SIZE_MULTIPLE, int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
 
 
-def parse_request(raw: Any, max_prompt_chars: int) -> JobRequest:
-    """Validate a job input, turning pydantic's report into one sentence per field."""
+def parse_request(raw: Any, max_prompt_chars: int, max_text_chars: int | None = None) -> JobRequest:
+    """Validate a job input, turning pydantic's report into one sentence per field.
+
+    ``max_text_chars`` (MAX_TEXT_CHARS) bounds the text to speak here, before any input is fetched.
+    """
     if not isinstance(raw, dict):
         raise InputError("input", "the job input must be a JSON object.")
     try:
@@ -371,6 +441,12 @@ def parse_request(raw: Any, max_prompt_chars: int) -> JobRequest:
         text = getattr(request, name) or ""
         if len(text) > max_prompt_chars:
             raise InputError(name, f"is {len(text)} characters long; the limit is {max_prompt_chars}.")
+    for name in ("text", "text_2", "dialogue"):
+        text = getattr(request, name)
+        if text is not None and not text.strip():
+            raise InputError(name, "is empty; give the words to speak.")
+        if text is not None and max_text_chars is not None and len(text) > max_text_chars:
+            raise InputError(name, f"is {len(text)} characters long; the limit is {max_text_chars} (MAX_TEXT_CHARS).")
     return request
 
 

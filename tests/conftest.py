@@ -27,3 +27,14 @@ def fake_comfy(tmp_path: Path, fake_comfy_object_info: Path | None) -> Iterator[
         yield server
     finally:
         server.stop()
+
+
+# -- text to speech ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kokoro_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The real Kokoro-82M (int8 ONNX, from the test packages) and its voices: (model, voices)."""
+    from testsupport.kokoro_model import model_files
+
+    return model_files(tmp_path_factory.mktemp("kokoro"))

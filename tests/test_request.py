@@ -142,7 +142,8 @@ def test_a_misspelt_key_that_leaves_an_input_missing_is_named(typo, meant, slot_
 def test_a_missing_input_with_no_similar_key_says_nothing_more():
     with pytest.raises(InputError) as caught:
         parse_request({"image_path": "/face.png", "guidance": 7}, 100)
-    assert str(caught.value) == "wav_path: one of wav_path, wav_url or wav_base64 is required."
+    assert str(caught.value) == ("wav_path: one of wav_path, wav_url or wav_base64 is required, or text (or dialogue) "
+                                 "for the worker to speak.")
 
 
 def test_echoed_values_are_bounded_however_long():
