@@ -51,6 +51,9 @@ WORKER_SIDE = (
     "cryptography", "fastapi", "fastapi-cli", "paramiko", "prettytable", "psutil", "py-cpuinfo", "inquirerpy",
     "requests", "urllib3", "tomli", "tomlkit", "tqdm", "tqdm-loggable", "watchdog", "websocket-client",
     "pydantic", "pydantic-core", "typing-extensions", "typing-inspection", "brotli", "wcwidth",
+    # Text to speech (infinitetalk_worker/speech.py): kokoro-onnx 0.6.1, the phonemizer it requires, and an
+    # onnxruntime that runs the int8 Kokoro export without NaNs (1.23.2, of the node cut-off, does not).
+    "kokoro-onnx", "phonemizer", "onnxruntime",
 )
 
 # Known-good: with transformers 5.x WanVideoWrapper 6b286552's wav2vec2 returns hidden_states=None and
