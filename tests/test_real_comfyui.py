@@ -254,3 +254,36 @@ def test_bad_requests_fail_with_an_error_naming_the_field(handler_module, media,
     result = run_job(handler_module, filled)
     assert set(result) <= {"error", "refresh_worker"} and "video" not in result
     assert field in result["error"], result["error"]
+
+
+# ---------------------------------------------------------------- text to speech (issue 13)
+
+
+@pytest.fixture
+def speaking_handler(handler_module, kokoro_files, monkeypatch: pytest.MonkeyPatch):
+    """The handler with the real Kokoro-82M of the test packages as its text-to-speech engine."""
+    model, voices = kokoro_files
+    monkeypatch.setenv("KOKORO_MODEL", str(model))
+    monkeypatch.setenv("KOKORO_VOICES", str(voices))
+    handler_module.reset_worker(None)
+    return handler_module
+
+
+def test_real_comfyui_speaks_a_line_of_text(speaking_handler, media: Path, tmp_path: Path):
+    result = run_job(speaking_handler, {"image_path": str(media / "portrait.png"), "width": 256, "height": 192,
+                                        "text": "Hello from the smoke test.", "voice": "jf_alpha"})
+    info = delivered_video(result, tmp_path)
+    spoken = result["speech"]["speaker_1"]["duration_s"]
+    assert 5 / 4.5 <= spoken <= 5 / 1.5, "five words at a human pace"
+    assert info["audio_seconds"] == pytest.approx(spoken, abs=0.1)
+    assert info["frames"] == result["frames"]
+
+
+def test_real_comfyui_speaks_a_two_voice_dialogue(speaking_handler, media: Path, tmp_path: Path):
+    result = run_job(speaking_handler, {
+        "image_path": str(media / "portrait.png"), "person_count": "multi", "width": 256, "height": 192,
+        "dialogue": "(s1) Are you ready? (s2) Yes, let us begin.", "voice": "jf_alpha", "voice_2": "jm_kumo"})
+    info = delivered_video(result, tmp_path)
+    speech = result["speech"]
+    assert (speech["speaker_1"]["voice"], speech["speaker_2"]["voice"]) == ("jf_alpha", "jm_kumo")
+    assert info["audio_seconds"] == pytest.approx(speech["speaker_1"]["duration_s"], abs=0.1)
