@@ -137,6 +137,23 @@ REQUESTS = {
         wav_path="examples/speech_1.wav", wav_path_2="examples/speech_2.wav", multi_audio_type="add",
         prompt="Two people having a friendly conversation", width=768, height=512,
     ),
+    "request_text_single.json": request(
+        input_type="image", person_count="single", image_path="examples/portrait.png",
+        text="Hello! I was drawn by a script, and now I can talk.", voice="af_heart",
+        prompt="A person talking naturally, friendly expression", width=512, height=512,
+    ),
+    "request_text_two.json": request(
+        input_type="image", person_count="multi", image_path="examples/two_people.png",
+        text="Have you heard? We can talk now.", voice="af_heart",
+        text_2="Yes, and we did not record a single word.", voice_2="am_adam", multi_audio_type="add",
+        prompt="Two people having a friendly conversation", width=768, height=512,
+    ),
+    "request_text_dialogue.json": request(
+        input_type="image", person_count="multi", image_path="examples/two_people.png",
+        dialogue="(s1) Good morning! Did you sleep well? (s2) Very well, thank you. And you? "
+                 "(s1) Like a log.", voice="af_heart", voice_2="am_adam",
+        prompt="Two people having a friendly conversation", width=768, height=512,
+    ),
     "request_test.json": request(test=True),
 }
 

@@ -8,6 +8,7 @@ the order written without talking over each other.
 from __future__ import annotations
 
 import dataclasses
+import json
 import wave
 from pathlib import Path
 
@@ -170,3 +171,25 @@ def test_auto_vocal_separation_is_off_only_when_every_voice_is_synthesized():
     spoken = parse_request({"image_path": "/f.png", "person_count": "multi", "text": "a", "text_2": "b"}, 99, 99)
     mixed = parse_request({"image_path": "/f.png", "person_count": "multi", "text": "a", "wav_path_2": "/v"}, 99, 99)
     assert spoken.all_speech_synthesized and not mixed.all_speech_synthesized
+
+
+# ---------------------------------------------------------------- the example requests
+
+
+TEXT_EXAMPLES = {"request_text_single.json": {"audio_1"}, "request_text_two.json": {"audio_1", "audio_2"},
+                 "request_text_dialogue.json": {"audio_1", "audio_2"}}
+
+
+@pytest.mark.parametrize("name, slots", TEXT_EXAMPLES.items())
+def test_each_text_example_is_a_valid_job_that_speaks_every_voice(settings, tmp_path, name, slots):
+    """The examples name the production voices; the test model has Japanese ones, so those stand in."""
+    from infinitetalk_worker.config import REPO_ROOT
+    from infinitetalk_worker.media import prepare_media
+
+    job = json.loads((REPO_ROOT / "examples" / name).read_text())["input"]
+    assert job["voice"] == "af_heart"
+    job = {**job, "voice": "jf_alpha", "voice_2": "jm_kumo"}
+    request = parse_request(job, settings.max_prompt_chars, settings.max_text_chars)
+    media = prepare_media(request, tmp_path, settings)
+    assert set(media.speech.tracks) == set(media.audio_seconds) == slots
+    assert all(seconds >= 1.5 for seconds in media.audio_seconds.values())
