@@ -113,10 +113,10 @@ class Settings:
     max_text_chars: int = setting(
         2000, "MAX_TEXT_CHARS", "longest accepted text to speak",
         limit=("`text`, `text_2`, `dialogue`", "characters"), gt=0)
-    kokoro_model: Annotated[Path | None, BeforeValidator(_optional_path)] = setting(
+    kokoro_model_file: Annotated[Path | None, BeforeValidator(_optional_path)] = setting(
         None, "KOKORO_MODEL", "the text-to-speech model file (Kokoro-82M ONNX)",
         shown_default="`kokoro/kokoro-v1.0.onnx` in the first models folder that has it")
-    kokoro_voices: Annotated[Path | None, BeforeValidator(_optional_path)] = setting(
+    kokoro_voices_file: Annotated[Path | None, BeforeValidator(_optional_path)] = setting(
         None, "KOKORO_VOICES", "the text-to-speech voices file (an .npz of style arrays, one per voice)",
         shown_default="`kokoro/voices-v1.0.bin` in the first models folder that has it")
     job_deadline_s: float = setting(

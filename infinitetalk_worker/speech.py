@@ -175,7 +175,7 @@ def engine_files(settings: Settings) -> tuple[Path, Path]:
         candidates = [root / MODEL_FOLDER / name for root in roots]
         return next((path for path in candidates if path.is_file()), candidates[-1])
 
-    return settings.kokoro_model or find(MODEL_FILE), settings.kokoro_voices or find(VOICES_FILE)
+    return settings.kokoro_model_file or find(MODEL_FILE), settings.kokoro_voices_file or find(VOICES_FILE)
 
 
 # ---------------------------------------------------------------- a job's speech

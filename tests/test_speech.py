@@ -30,7 +30,7 @@ LOUD = 0.02  # RMS above which a window counts as sound (the synthesized silence
 @pytest.fixture
 def settings(kokoro_files, tmp_path: Path) -> Settings:
     model, voices = kokoro_files
-    return Settings(kokoro_model=model, kokoro_voices=voices, job_root=tmp_path / "jobs")
+    return Settings(kokoro_model_file=model, kokoro_voices_file=voices, job_root=tmp_path / "jobs")
 
 
 def request(settings: Settings, **keys):
@@ -115,13 +115,13 @@ def test_a_single_speaker_dialogue_speaks_its_s1_lines(settings, tmp_path):
 
 
 def test_a_job_without_text_speaks_nothing_and_loads_no_model(tmp_path):
-    settings = Settings(kokoro_model=tmp_path / "absent.onnx", kokoro_voices=tmp_path / "absent.bin")
+    settings = Settings(kokoro_model_file=tmp_path / "absent.onnx", kokoro_voices_file=tmp_path / "absent.bin")
     speech = synthesize(request(settings, wav_path="/voice.wav"), tmp_path, settings)
     assert speech.tracks == {} and speech.report() == {}
 
 
 def test_missing_engine_files_are_the_workers_error_naming_the_file(tmp_path):
-    settings = Settings(kokoro_model=tmp_path / "absent.onnx", kokoro_voices=tmp_path / "absent.bin")
+    settings = Settings(kokoro_model_file=tmp_path / "absent.onnx", kokoro_voices_file=tmp_path / "absent.bin")
     with pytest.raises(Exception, match=r"text-to-speech model file .*absent\.onnx is missing.*download-models"):
         synthesize(request(settings, text="Hello."), tmp_path, settings)
 

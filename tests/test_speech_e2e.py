@@ -41,7 +41,7 @@ def worker(fake_comfy, kokoro_files, tmp_path: Path, inputs: Path, monkeypatch):
         comfyui_url=fake_comfy.url, workflow_dir=REPO_ROOT / "workflows", job_root=tmp_path / "jobs",
         volume_root=tmp_path / "volume", allowed_input_roots=[inputs], http_timeout_s=5, ws_idle_timeout_s=1,
         job_deadline_s=120, progress_interval_s=0.0, comfyui_dir=fake_comfy.root,
-        kokoro_model=model, kokoro_voices=voices))
+        kokoro_model_file=model, kokoro_voices_file=voices))
     yield
     handler_module.reset_worker(None)
 
