@@ -295,7 +295,8 @@ class JobRequest(BaseModel):
             if not given and slot not in self.speech_slots():
                 keys = english_list(SLOTS[slot])
                 ending = self._misspelt(slot) or "."
-                spoken = f", or {SPEECH_KEYS[slot]} (or dialogue) for the worker to speak"
+                spoken = f", or {SPEECH_KEYS[slot]} (or dialogue) for the worker to speak" if slot in SPEECH_KEYS \
+                    else ""
                 raise InputError(SLOTS[slot][0], f"one of {keys} is required{self._why_needed(slot)}{spoken}{ending}")
         for slot in SLOTS:
             given = self.sources_given(slot)
