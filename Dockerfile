@@ -109,6 +109,8 @@ COPY --from=models /models/text_encoders/umt5-xxl-enc-bf16.safetensors /comfyui/
 COPY --from=models /models/clip_vision/clip_vision_h.safetensors /comfyui/models/clip_vision/
 COPY --from=models /models/wav2vec2/wav2vec2-chinese-base_fp16.safetensors /comfyui/models/wav2vec2/
 COPY --from=models /models/diffusion_models/MelBandRoformer_fp16.safetensors /comfyui/models/diffusion_models/
+COPY --from=models /models/kokoro/kokoro-v1.0.onnx /comfyui/models/kokoro/
+COPY --from=models /models/kokoro/voices-v1.0.bin /comfyui/models/kokoro/
 
 # hadolint ignore=DL3006
 FROM runtime-models-${BAKE_MODELS}

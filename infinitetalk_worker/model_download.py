@@ -48,6 +48,9 @@ HASH_BLOCK_BYTES = 16 * 1024 * 1024
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 HUGGING_FACE_HOSTS = ("huggingface.co", "hf.co")
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+# Folders of files the worker itself reads, not ComfyUI (text to speech, infinitetalk_worker/speech.py): no
+# workflow names them, and they are downloaded whichever workflows are selected.
+WORKER_FOLDERS = frozenset({"kokoro"})
 
 
 class ModelDownloadError(RuntimeError):
@@ -145,9 +148,9 @@ def names_used_by_workflows(workflow_dir: Path) -> set[str]:
 
 
 def select_used(entries: list[ModelEntry], workflow_dir: Path) -> list[ModelEntry]:
-    """Only the manifest rows whose file name a workflow in ``workflow_dir`` names."""
+    """The manifest rows whose file name a workflow in ``workflow_dir`` names, and the worker's own files."""
     used = names_used_by_workflows(workflow_dir)
-    return [entry for entry in entries if entry.file.replace("\\", "/") in used]
+    return [entry for entry in entries if entry.file.replace("\\", "/") in used or entry.folder in WORKER_FOLDERS]
 
 
 # ---------------------------------------------------------------- verified-hash cache

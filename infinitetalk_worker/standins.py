@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from .model_download import WORKER_FOLDERS
 from .node_lock import DEFAULT_MANIFEST_PATH, LockError, load_graph, load_model_index
 
 log = logging.getLogger(__name__)
@@ -504,9 +505,13 @@ def _same_start(path: Path, header: bytes) -> bool:
 
 
 def manifest_files(manifest: Path = DEFAULT_MANIFEST_PATH) -> list[tuple[str, str]]:
-    """(folder, file) of every manifest entry, in a stable order."""
+    """(folder, file) of every manifest entry ComfyUI loads, in a stable order.
+
+    The worker's own text-to-speech files (``WORKER_FOLDERS``) get no stand-in: no graph loads them, a
+    rehearsal sends recorded audio, and the real Kokoro-82M is small enough to run on the CPU.
+    """
     try:
-        return sorted(load_model_index(manifest))
+        return sorted(entry for entry in load_model_index(manifest) if entry[0] not in WORKER_FOLDERS)
     except LockError as exc:
         raise StandinError(str(exc)) from None
 

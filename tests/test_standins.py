@@ -27,6 +27,7 @@ from tokenizers import Tokenizer
 
 from infinitetalk_worker.__main__ import main
 from infinitetalk_worker.config import REPO_ROOT, load_settings
+from infinitetalk_worker.model_download import WORKER_FOLDERS
 from infinitetalk_worker.node_lock import DEFAULT_LOCK_PATH, load_lock
 from infinitetalk_worker.standins import (
     STANDIN_KEY,
@@ -39,7 +40,9 @@ from infinitetalk_worker.standins import (
 from infinitetalk_worker.startup_checks import StartupCheckError, run_startup_checks
 from tests.test_startup_checks import installed_models, object_info_from_lock
 
-MANIFEST = json.loads((REPO_ROOT / "workflows" / "models.json").read_text())
+# The files ComfyUI loads: the worker's own text-to-speech files (WORKER_FOLDERS) get no stand-in.
+MANIFEST = [row for row in json.loads((REPO_ROOT / "workflows" / "models.json").read_text())
+            if row["folder"] not in WORKER_FOLDERS]
 TRANSFORMER = "Wan2_1-I2V-14B-480p_fp8_e4m3fn_scaled_KJ.safetensors"
 INFINITETALK = ("Wan2_1-InfiniteTalk-Single_fp8_e4m3fn_scaled_KJ.safetensors",
                 "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors")

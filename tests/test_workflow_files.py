@@ -19,6 +19,7 @@ from request_cases import (
 
 from infinitetalk_worker.config import REPO_ROOT, load_settings
 from infinitetalk_worker.errors import WorkerError
+from infinitetalk_worker.model_download import WORKER_FOLDERS
 from infinitetalk_worker.node_lock import (
     DEFAULT_LOCK_PATH,
     DEFAULT_MANIFEST_PATH,
@@ -30,6 +31,7 @@ from infinitetalk_worker.node_lock import (
 )
 from infinitetalk_worker.pipeline import render
 from infinitetalk_worker.roles import REQUIRED_ROLES, ROLE_INPUTS, roles_of
+from infinitetalk_worker.speech import MODEL_FILE, MODEL_FOLDER, VOICES_FILE
 from infinitetalk_worker.workflows import remove_vocal_separation
 
 WORKFLOWS = REPO_ROOT / "workflows"
@@ -217,7 +219,10 @@ def test_manifest_lists_exactly_the_model_files_the_workflows_name():
                 if spec.get("model_folders") and input_name in node["inputs"]:
                     folder = next(f for f in spec["model_folders"] if (f, node["inputs"][input_name]) in MODELS)
                     named.add((folder, node["inputs"][input_name]))
-    assert named == MODELS
+    # Besides them only the files the worker reads itself (text to speech), which no workflow names.
+    assert named == {(folder, file) for folder, file in MODELS if folder not in WORKER_FOLDERS}
+    assert {(folder, file) for folder, file in MODELS if folder in WORKER_FOLDERS} == {
+        (MODEL_FOLDER, MODEL_FILE), (MODEL_FOLDER, VOICES_FILE)}
     rows = json.loads(DEFAULT_MANIFEST_PATH.read_text())
     assert all(row["url"].startswith("https://huggingface.co/") and row["url"].endswith("/" + row["file"])
                for row in rows)
