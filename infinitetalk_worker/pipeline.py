@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, speech
 from .comfy_client import ComfyClient, PromptResult, delete_output_files
 from .config import Settings, load_settings
 from .constants import FPS
@@ -93,6 +93,7 @@ class Pipeline:
         self.client = ComfyClient(settings.comfyui_url, settings.http_timeout_s, settings.ws_idle_timeout_s,
                                   settings.comfyui_log_file)
         self.workflows = load_workflow_set(settings.workflow_dir)
+        speech.warm_up(settings)  # once per process (cached), not per job
         if settings.s3_configured:  # boto3 (~0.3 s to import) only where a bucket is configured
             from . import s3_delivery
 

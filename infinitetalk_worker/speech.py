@@ -166,6 +166,20 @@ def engine_for(settings: Settings) -> SpeechEngine:
     return _engine(model, voices)
 
 
+def warm_up(settings: Settings) -> SpeechEngine | None:
+    """Load the engine at start when its files are there, so the first job that speaks does not wait for it.
+
+    Without the files the worker still serves uploaded audio; the log says so now, and a job with text
+    fails with a sentence naming the missing file.
+    """
+    missing = [path for path in engine_files(settings) if not path.is_file()]
+    if missing:
+        log.warning("text to speech unavailable: %s missing (python -m infinitetalk_worker download-models, or "
+                    "KOKORO_MODEL / KOKORO_VOICES); jobs with text will fail.", ", ".join(map(str, missing)))
+        return None
+    return engine_for(settings)
+
+
 def engine_files(settings: Settings) -> tuple[Path, Path]:
     """KOKORO_MODEL / KOKORO_VOICES, else the manifest's files in the first models folder that has them."""
     roots = [settings.volume_root / "models"] + ([settings.comfyui_dir / "models"] if settings.comfyui_dir else [])

@@ -193,3 +193,13 @@ def test_each_text_example_is_a_valid_job_that_speaks_every_voice(settings, tmp_
     media = prepare_media(request, tmp_path, settings)
     assert set(media.speech.tracks) == set(media.audio_seconds) == slots
     assert all(seconds >= 1.5 for seconds in media.audio_seconds.values())
+
+
+def test_the_worker_loads_the_engine_at_start_and_says_when_it_cannot(settings, tmp_path, caplog):
+    from infinitetalk_worker.speech import warm_up
+
+    assert warm_up(settings) is engine_for(settings)
+    absent = Settings(kokoro_model_file=tmp_path / "absent.onnx", kokoro_voices_file=settings.kokoro_voices_file)
+    with caplog.at_level("WARNING"):
+        assert warm_up(absent) is None
+    assert "text to speech unavailable" in caplog.text and "absent.onnx" in caplog.text
