@@ -93,7 +93,7 @@ class Pipeline:
         self.client = ComfyClient(settings.comfyui_url, settings.http_timeout_s, settings.ws_idle_timeout_s,
                                   settings.comfyui_log_file)
         self.workflows = load_workflow_set(settings.workflow_dir)
-        speech.warm_up(settings)  # once per process (cached), not per job
+        self.speech_engine = speech.warm_up(settings)  # once per process (cached), not per job
         if settings.s3_configured:  # boto3 (~0.3 s to import) only where a bucket is configured
             from . import s3_delivery
 
@@ -129,6 +129,7 @@ class Pipeline:
             "worker_version": __version__,
             "workflow_dir": str(self.settings.workflow_dir),
             "devices": [device.get("name") for device in stats.get("devices", [])],
+            "text_to_speech": self.speech_engine is not None,  # jobs with text need it; uploads do not
         }
         if self.startup.missing_models:
             answer["missing_models"] = list(self.startup.missing_models)

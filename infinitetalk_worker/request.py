@@ -229,6 +229,12 @@ class JobRequest(BaseModel):
         None, "where the result goes (overrides network_volume)", "base64, or volume when network_volume is true")
     test: Flag = _described(False, "health probe: answers at once with readiness, runs nothing")
 
+    @field_validator("text", "text_2", "dialogue")
+    @classmethod
+    def _clean_speech(cls, value: str | None) -> str | None:
+        """Control characters are not words; they would only reach espeak-ng (tabs and newlines are kept)."""
+        return None if value is None else CONTROL_CHARS.sub(" ", value)
+
     @field_validator("prompt", "negative_prompt")
     @classmethod
     def _clean_text(cls, value: str | None) -> str | None:

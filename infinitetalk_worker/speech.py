@@ -141,10 +141,16 @@ class SpeechEngine:
                                   f"{', '.join(self.voices)}.")
         return voice
 
-    def speak(self, text: str, voice: str, speed: float) -> np.ndarray:
-        """Mono float32 samples at SAMPLE_RATE; one synthesis at a time, as espeak-ng is process-global."""
-        with self._lock:
-            audio, rate = self.kokoro.create(text, voice, speed=speed, lang=LANGUAGE)
+    def speak(self, key: str, text: str, voice: str, speed: float) -> np.ndarray:
+        """Mono float32 samples at SAMPLE_RATE; one synthesis at a time, as espeak-ng is process-global.
+
+        kokoro-onnx refuses text it finds nothing to say in with ValueError: that is the text's fault.
+        """
+        try:
+            with self._lock:
+                audio, rate = self.kokoro.create(text, voice, speed=speed, lang=LANGUAGE)
+        except ValueError as exc:
+            raise InputError(key, f"cannot be spoken: {exc}.") from None
         if rate != SAMPLE_RATE:
             raise SpeechEngineError(f"The text-to-speech model made {rate} Hz audio; {SAMPLE_RATE} Hz was expected.")
         return np.asarray(audio, dtype=np.float32).ravel()
@@ -217,7 +223,7 @@ def _monologue(slot: str, key: str, request: JobRequest, engine: SpeechEngine, j
     voice_key = "voice" if slot == "audio_1" else "voice_2"
     voice = engine.check_voice(voice_key, getattr(request, voice_key))
     text = check_text(key, getattr(request, key), settings.max_text_chars)
-    audio = engine.speak(text, voice, request.speed)
+    audio = engine.speak(key, text, voice, request.speed)
     return _write(slot, key, voice, _checked_length(key, audio, settings), job_dir)
 
 
@@ -231,7 +237,7 @@ def _dialogue(request: JobRequest, engine: SpeechEngine, job_dir: Path, settings
     parts: list[list[np.ndarray]] = [[] for _ in range(speakers)]
     gap = np.zeros(round(TURN_GAP_S * SAMPLE_RATE), dtype=np.float32)
     for index, line in enumerate(lines):
-        audio = engine.speak(line.text, voices[line.speaker - 1], request.speed)
+        audio = engine.speak("dialogue", line.text, voices[line.speaker - 1], request.speed)
         if index:
             audio = np.concatenate([gap, audio])
         for speaker, track in enumerate(parts, start=1):

@@ -144,6 +144,7 @@ def test_missing_engine_files_are_the_workers_error_naming_the_file(tmp_path):
      "multi_audio_type: 'add' cannot be used with dialogue"),
     ({"text": " \n\t "}, "text: is empty; give the words to speak"),
     ({"text": ""}, "text: is empty"),
+    ({"text": "\x00\x07"}, "text: is empty"),
     ({"text": "x" * 2001}, r"text: is 2001 characters long; the limit is 2000 \(MAX_TEXT_CHARS\)"),
     ({"text": "Hi.", "speed": 0.4}, "speed: 0.4 is out of range"),
     ({"text": "Hi.", "speed": 2.5}, "speed: 2.5 is out of range"),

@@ -111,3 +111,8 @@ def test_text_errors_reach_the_caller_before_anything_is_fetched(inputs, tmp_pat
     result = asyncio.run(handler_module.handler({"id": "job-bad", "input": {
         "image_url": "https://example.invalid/face.png", "text": "Hi there.", "voice": "af_nobody"}}))
     assert result["error"].startswith("voice: 'af_nobody' is not a voice of this worker; the voices are jf_alpha")
+
+
+def test_the_readiness_probe_says_whether_the_worker_can_speak():
+    result = asyncio.run(handler_module.handler({"id": "probe", "input": {"test": True}}))
+    assert result["text_to_speech"] is True
