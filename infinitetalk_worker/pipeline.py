@@ -30,21 +30,14 @@ from .constants import FPS
 from .delivery import check_destination, deliver, video_metadata
 from .errors import WorkerError, WorkflowError
 from .frames import MAX_NODE_FRAMES
+from .graph_edits import apply_request_edits, sampling_report, separates_vocals
 from .logs import current_job_id
 from .media import PreparedMedia, job_directory, prepare_media
+from .presets import sampling_warnings
 from .progress import ProgressReporter
 from .request import JobRequest, is_probe, parse_request
 from .standin_graph import StandinRun, adapt_for_standins
-from .workflows import (
-    Workflow,
-    explicit_values,
-    graph_values,
-    load_workflow_set,
-    new_seed,
-    patch_workflow,
-    remove_vocal_separation,
-    separates_vocals,
-)
+from .workflows import Workflow, explicit_values, graph_values, load_workflow_set, new_seed, patch_workflow
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +72,7 @@ class JobPlan:
     frames: int
     warnings: list[str]
     vocal_separation: bool = True
+    sampling: dict[str, Any] = field(default_factory=dict)
     graph_changes: list[str] = field(default_factory=list)
 
 
@@ -181,20 +175,22 @@ class Pipeline:
         values = graph_values(request, media, seed, f"infinitetalk/{name}", self.settings.attention_mode,
                               separated=separated)
         graph = patch_workflow(workflow, values, explicit_values(request))
-        if not separated:
-            remove_vocal_separation(graph)
-        warnings = request.warnings() + _frame_warnings(values["num_frames"], media)
+        apply_request_edits(graph, request, workflow.name, separated)
+        sampling = sampling_report(graph)
+        warnings = (request.warnings() + media.notes + _frame_warnings(values["num_frames"], media)
+                    + sampling_warnings(sampling, request.acceleration))
         changes: list[str] = []
         if self.settings.allow_standin_models:
             changes = adapt_for_standins(graph, self.settings, self.standin_run)
             warnings.append("This video was made with stand-in model weights (ALLOW_STANDIN_MODELS=true): its "
                             "picture is noise; it proves the job path, not the model.")
         return JobPlan(request, workflow, media, seed, name, graph, values["num_frames"], warnings, separated,
-                       changes)
+                       sampling, changes)
 
     def _metadata(self, plan: JobPlan, video: Path, timings: dict[str, float | None]) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             "seed": plan.seed, "workflow": plan.workflow.name, "vocal_separation": plan.vocal_separation,
+            "quality": plan.request.quality, **({"sampling": plan.sampling} if plan.sampling else {}),
             **video_metadata(video),
             "timings": {k: round(v, 3) for k, v in timings.items() if v is not None},
         }
@@ -280,7 +276,11 @@ def _render_command(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 1
     sys.stdout.write(json.dumps(plan.graph, indent=1) + "\n")
-    sys.stderr.write(f"{plan.workflow.name}: {plan.frames} frames, seed {plan.seed}\n")
+    width, height = plan.media.output_size
+    sys.stderr.write(f"{plan.workflow.name}: {width}x{height}, {plan.frames} frames, seed {plan.seed}, "
+                     f"quality {plan.request.quality}\n")
+    if plan.sampling:
+        sys.stderr.write("  sampling: " + ", ".join(f"{k} {v}" for k, v in plan.sampling.items()) + "\n")
     for line in plan.warnings + plan.graph_changes:
         sys.stderr.write(f"  {line}\n")
     sys.stderr.write(f"(derived media files kept in {job_dir})\n")

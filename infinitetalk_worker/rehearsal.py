@@ -70,6 +70,12 @@ CASES: tuple[Case, ...] = (
     Case("i2v_multi_add", "image", "multi", (0.8, 1.0), {**SMALL, "multi_audio_type": "add"}),
     Case("v2v_single_steps8", "video", "single", (1.5,), {**SMALL, "steps": 8}),
     Case("v2v_multi_para", "video", "multi", (1.5, 1.0), {**SMALL, "multi_audio_type": "para"}),
+    # quality 'reference' without its 40 steps (CPU time): the graph without the distillation LoRA, with
+    # text and audio guidance (three passes per step)
+    Case("i2v_single_reference_3_steps", "image", "single", (1.0,), {**SMALL, "quality": "reference", "steps": 3}),
+    Case("i2v_single_colormatch_motion_frame", "image", "single", (3.6,),
+         {**SMALL, "colormatch": "mkl", "motion_frame": 25}),
+    Case("v2v_single_teacache", "video", "single", (1.5,), {**SMALL, "steps": 8, "acceleration": "teacache"}),
 )
 
 

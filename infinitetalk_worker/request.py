@@ -21,15 +21,17 @@ from pydantic import (
     model_validator,
 )
 
-from .constants import FPS, MULTI_ONLY_FIELDS
+from .constants import FPS, MAX_SIZE, MIN_SIZE, MULTI_ONLY_FIELDS, SIZE_MULTIPLE
 from .errors import InputError, english_list, shown
+from .presets import ACCELERATORS, DEFAULT_QUALITY, QUALITY
+from .sizing import BUCKET_ALIASES, BUCKET_AREAS
 
 DEFAULT_PROMPT = "A person talking naturally"
-SIZE_MULTIPLE = 16
-MIN_SIZE, MAX_SIZE = 128, 1920
 MAX_FRAMES = 10000
 MAX_SEED = 2**64 - 1
 V2V_MIN_STEPS = 3
+FRAME_WINDOW = 81  # the shipped workflows' frame_window_size; motion_frame must stay below it
+COLORMATCH = ("disabled", "mkl", "hm", "reinhard", "mvgd", "hm-mvgd-hm", "hm-mkl-hm")  # the node lock's choices
 MAX_LISTED_KEYS = 20
 SIMILAR_KEY_CUTOFF = 0.75  # difflib ratio above which an unknown key is taken for a misspelling
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -195,6 +197,22 @@ class JobRequest(BaseModel):
     speaker_boxes: Annotated[tuple[Box, Box] | None, BeforeValidator(_two_boxes)] = _described(
         None, "the region [x0, y0, x1, y1] each voice drives, in 0..1 of the picture; two-speaker jobs only",
         "left half / right half")
+    resolution: Literal[tuple(BUCKET_AREAS) + tuple(BUCKET_ALIASES)] | None = _described(  # type: ignore[valid-type]
+        None, "output size from an area bucket (640x640 / 960x960) in the input's aspect ratio; "
+        "explicit width and height win", "width x height")
+    quality: Literal[tuple(QUALITY)] = _described(  # type: ignore[valid-type]
+        DEFAULT_QUALITY, "a preset of steps, cfg, shift, audio guidance and the distillation LoRA; "
+        "explicit steps/cfg/shift/audio_cfg_scale override it")
+    audio_cfg_scale: _real(0.0, 100.0) | None = _described(
+        None, "audio guidance (only when cfg is not 1; each step then costs a third model pass)", WORKFLOWS_OWN)
+    motion_frame: _whole(1, FRAME_WINDOW - 1) | None = _described(
+        None, f"frames each {FRAME_WINDOW}-frame window carries over from the previous one", WORKFLOWS_OWN)
+    colormatch: Literal[COLORMATCH] | None = _described(  # type: ignore[valid-type]
+        None, "colour matching of each window to the reference, against drift in long videos", WORKFLOWS_OWN)
+    acceleration: Literal[("none", *ACCELERATORS)] = _described(  # type: ignore[valid-type]
+        "none", "a step cache that skips model passes whose input barely changed (WanVideoWrapper's cache nodes)")
+    acceleration_threshold: _real(0.0, 1.0) | None = _described(
+        None, "the step cache's threshold: higher skips more (magcache at most 0.3)", "the method's default")
     separate_vocals: Literal["auto"] | Flag = _described(
         "auto", "vocal separation (MelBandRoFormer) before the audio embedding; auto: on for uploaded audio")
     output: Literal["base64", "volume", "s3"] | None = _described(
@@ -219,19 +237,44 @@ class JobRequest(BaseModel):
 
     @model_validator(mode="after")
     def _check_regions(self) -> JobRequest:
+        if not self.size_from_input:  # otherwise once the input's shape gives the size (media)
+            self.check_regions(self.rounded_size)
+        return self
+
+    def check_regions(self, size: tuple[int, int]) -> None:
         """Each region and the background must cover a latent cell (16x16 px), or attention gets NaN."""
         if self.speaker_boxes is None:
-            return self
-        cells = _latent_cells(self.rounded_size)
+            return
+        cells = _latent_cells(size)
         inside = [{c for c in cells if _contains(box, c)} for box in self.speaker_boxes]
         for index, covered in enumerate(inside, start=1):
             if not covered:
-                width, height = self.rounded_size
                 raise InputError("speaker_boxes", f"box {index} is too small: it must cover at least one 16x16-pixel "
-                                                  f"cell of the {width}x{height} output.")
+                                                  f"cell of the {size[0]}x{size[1]} output.")
         if not cells - inside[0] - inside[1]:
             raise InputError("speaker_boxes",
                              "the two boxes cover the whole picture; leave some background outside them.")
+
+    @model_validator(mode="after")
+    def _check_size_keys(self) -> JobRequest:
+        given = sorted({"width", "height"} & self.model_fields_set)
+        if self.resolution and len(given) == 1:
+            other = "height" if given[0] == "width" else "width"
+            raise InputError(given[0], f"is given without {other}; with resolution give both width and height "
+                                       "or neither.")
+        return self
+
+    @model_validator(mode="after")
+    def _check_acceleration(self) -> JobRequest:
+        if self.acceleration_threshold is None:
+            return self
+        if self.acceleration == "none":
+            raise InputError("acceleration_threshold", "is given but acceleration is 'none'; choose one of "
+                                                       f"{english_list(ACCELERATORS)}.")
+        limit = ACCELERATORS[self.acceleration].max_threshold
+        if self.acceleration_threshold > limit:
+            raise InputError("acceleration_threshold", f"{self.acceleration_threshold:g} is out of range; "
+                                                       f"{self.acceleration} takes at most {limit:g}.")
         return self
 
     @model_validator(mode="after")
@@ -301,6 +344,11 @@ class JobRequest(BaseModel):
         return (self.input_type, self.person_count)
 
     @property
+    def size_from_input(self) -> bool:
+        """Whether the output size comes from the resolution bucket and the input's shape (not width/height)."""
+        return bool(self.resolution) and not {"width", "height"} <= self.model_fields_set
+
+    @property
     def rounded_size(self) -> tuple[int, int]:
         """Width and height rounded to the model's 16-pixel grid."""
         return _round16(self.width), _round16(self.height)
@@ -320,6 +368,8 @@ class JobRequest(BaseModel):
             if slot not in self.needed_slots():
                 notes += [f"{key} was ignored: this job does not use a {slot} input."
                           for key in self.sources_given(slot)]
+        if self.resolution and not self.size_from_input:
+            notes.append(f"resolution {self.resolution} was not used: the explicit width and height win.")
         if self.person_count == "single":
             multi_only = sorted(MULTI_ONLY_FIELDS & self.model_fields_set)
             notes += [f"{key} was ignored: it applies to two-speaker jobs only." for key in multi_only]

@@ -131,7 +131,7 @@ def test_render_prints_the_graph_and_its_frame_count(tmp_path, inputs):
     graph = json.loads(done.stdout)
     embeds = next(n for n in graph.values() if n["class_type"] == "MultiTalkWav2VecEmbeds")
     assert embeds["inputs"]["num_frames"] == 37  # 1.5 s of audio, as the node truncates
-    assert "i2v_single.json: 37 frames" in done.stderr
+    assert "i2v_single.json: 128x128, 37 frames" in done.stderr and "steps 6" in done.stderr
 
 
 def test_the_result_comes_from_the_websocket_and_the_shared_disk(settings, inputs, fake_comfy):

@@ -81,3 +81,15 @@ def test_the_frames_follow_whether_the_voice_was_separated(inputs, tmp_path, fak
     assert ("MelBandRoFormerSampler" in classes) is (separate == "auto")
     assert result["vocal_separation"] is (separate == "auto")
     assert video["frames"] == result["frames"] == frames
+
+
+def test_resolution_and_quality_shape_the_video_and_the_result_says_what_was_made(inputs, tmp_path, fake_comfy):
+    result, video = run({"image_path": str(inputs / "face.png"), "wav_path": str(inputs / "voice.wav"),
+                         "resolution": "480p", "quality": "reference", "acceleration": "teacache"}, tmp_path)
+    assert (video["width"], video["height"]) == (result["width"], result["height"]) == (752, 544)  # 160x120: 4:3
+    assert result["quality"] == "reference"
+    assert result["sampling"] == {"steps": 40, "cfg": 5.0, "shift": 7.0, "audio_cfg_scale": 4.0, "audio_scale": 1.0,
+                                  "motion_frame": 9, "colormatch": "disabled", "distill_lora": False,
+                                  "acceleration": "teacache"}
+    submitted = fake_comfy.prompts[-1]["prompt"]
+    assert not any(node["class_type"] == "WanVideoLoraSelect" for node in submitted.values())

@@ -178,3 +178,36 @@ def test_speaker_boxes_of_the_wrong_shape_say_what_to_send(boxes):
     with pytest.raises(InputError) as caught:
         parse(speaker_boxes=boxes)
     assert str(caught.value) == "speaker_boxes: must be two boxes, [[x0, y0, x1, y1], [x0, y0, x1, y1]]."
+
+
+@pytest.mark.parametrize("changes, field, message", [
+    ({"quality": "ultra"}, "quality",
+     "quality: 'ultra' is not allowed; it must be 'fast', 'balanced', 'high' or 'reference'."),
+    ({"resolution": "1080p"}, "resolution", "resolution: '1080p' is not allowed; it must be '480p', '720p', "
+                                            "'infinitetalk-480' or 'infinitetalk-720'."),
+    ({"resolution": "480p", "width": 640}, "width",
+     "width: is given without height; with resolution give both width and height or neither."),
+    ({"motion_frame": 81}, "motion_frame", "motion_frame: 81 is out of range; it must be less than or equal to 80."),
+    ({"motion_frame": "nine"}, "motion_frame", "motion_frame: must be a whole number."),
+    ({"colormatch": "sepia"}, "colormatch", "colormatch: 'sepia' is not allowed; it must be 'disabled', 'mkl', "
+                                            "'hm', 'reinhard', 'mvgd', 'hm-mvgd-hm' or 'hm-mkl-hm'."),
+    ({"audio_cfg_scale": 101}, "audio_cfg_scale",
+     "audio_cfg_scale: 101 is out of range; it must be less than or equal to 100."),
+    ({"acceleration": "warp"}, "acceleration", "acceleration: 'warp' is not allowed; it must be 'none', "
+                                               "'teacache', 'magcache' or 'easycache'."),
+    ({"acceleration_threshold": 0.1}, "acceleration_threshold",
+     "acceleration_threshold: is given but acceleration is 'none'; choose one of teacache, magcache or easycache."),
+    ({"acceleration": "magcache", "acceleration_threshold": 0.5}, "acceleration_threshold",
+     "acceleration_threshold: 0.5 is out of range; magcache takes at most 0.3."),
+])
+def test_the_new_controls_refuse_bad_values_naming_the_key(changes, field, message):
+    with pytest.raises(InputError) as caught:
+        parse(**changes)
+    assert str(caught.value) == message and caught.value.field == field
+
+
+def test_resolution_with_both_sides_given_is_not_used_and_says_so():
+    request = parse(resolution="720p", width=640, height=368)
+    assert not request.size_from_input and request.rounded_size == (640, 368)
+    assert "resolution 720p was not used: the explicit width and height win." in request.warnings()
+    assert parse(resolution="infinitetalk-480").size_from_input
