@@ -24,7 +24,7 @@ FaceBox = tuple[float, float, float, float]  # x0, y0, x1, y1 in 0..1
 DETECT_SIDE = 640  # the cascade runs on the picture scaled to this long side: fast and size-independent
 MIN_NEIGHBOURS = 5
 MIN_FACE_FRACTION = 1 / 20  # of the short side: smaller finds are texture, not a face that could speak
-NESTED_FRACTION = 0.3  # a find overlapping a larger one by this much of its own area is part of that face
+NESTED_FRACTION = 0.15  # a find overlapping a larger one by this much of its own area is part of that face
 VIDEO_SAMPLES = 8  # frames looked at across a source video
 
 _CASCADE: cv2.CascadeClassifier | None = None

@@ -105,8 +105,6 @@ def _two_boxes(value: Any) -> Any:
     if value == "auto":
         return value
     is_list = isinstance(value, (list, tuple))
-    if is_list and len(value) == 1:
-        raise ValueError(ONE_SPEAKER_REFUSAL)
     if value is not None and not (is_list and len(value) == 2 and all(
             isinstance(box, (list, tuple)) and len(box) == 4 for box in value)):
         raise ValueError('must be "auto" or two boxes, [[x0, y0, x1, y1], [x0, y0, x1, y1]]')
@@ -242,6 +240,15 @@ class JobRequest(BaseModel):
     def _clean_text(cls, value: str | None) -> str | None:
         """Control characters would end up in the text encoder; tabs and newlines are kept."""
         return None if value is None else CONTROL_CHARS.sub(" ", value).strip()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_one_region(cls, raw: Any) -> Any:
+        """One box for a one-voice job asks for one speaker among many, which the pinned nodes cannot do."""
+        boxes = raw.get("speaker_boxes") if isinstance(raw, dict) else None
+        if isinstance(boxes, (list, tuple)) and len(boxes) == 1 and raw.get("person_count", "single") != "multi":
+            raise InputError("speaker_boxes", ONE_SPEAKER_REFUSAL + ".")
+        return raw
 
     @field_validator("speaker")
     @classmethod

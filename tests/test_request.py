@@ -176,8 +176,8 @@ def test_the_key_that_asked_for_the_volume_is_the_one_named():
 @pytest.mark.parametrize("boxes", [[[0, 0, 1, 1]], "left", [[0, 0, 1], [0, 0, 1, 1]], [[0, 0, 1, 1], 5]])
 def test_speaker_boxes_of_the_wrong_shape_say_what_to_send(boxes):
     with pytest.raises(InputError) as caught:
-        parse(speaker_boxes=boxes)
-    assert str(caught.value) == "speaker_boxes: must be two boxes, [[x0, y0, x1, y1], [x0, y0, x1, y1]]."
+        parse(person_count="multi", wav_path_2="/runpod-volume/voice2.wav", speaker_boxes=boxes)
+    assert str(caught.value) == 'speaker_boxes: must be "auto" or two boxes, [[x0, y0, x1, y1], [x0, y0, x1, y1]].'
 
 
 @pytest.mark.parametrize("changes, field, message", [
