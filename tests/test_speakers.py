@@ -67,7 +67,7 @@ def test_a_two_megapixel_photograph_takes_well_under_a_second():
     find_faces(big)
     started = time.perf_counter()
     found = find_faces(big)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 0.8  # 0.1-0.25 s measured on a shared 2-core machine
     assert len(found) == 2
 
 
