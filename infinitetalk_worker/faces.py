@@ -91,13 +91,17 @@ def _spread_frames(path: Path, samples: int) -> Iterator[Image.Image]:
     """Evenly spaced frames of the first video stream, decoded in one pass (no seeking: any codec works)."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        total = stream.frames or 0
-        if total <= 0:  # no count in the header: count first (cheap next to decoding every frame to pixels)
-            total = sum(1 for _ in container.demux(stream) if _.size)
-            container.seek(0)
+        total = stream.frames or _count_packets(container, stream)
         wanted = {round(i * (max(total, 1) - 1) / max(samples - 1, 1)) for i in range(samples)}
         for index, frame in enumerate(container.decode(stream)):
             if index in wanted:
                 yield frame.to_image()
             if index >= max(wanted):
                 break
+
+
+def _count_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
+    """Frames of a stream whose header has no count (WebM, some MKV): its packets, read without decoding."""
+    count = sum(1 for packet in container.demux(stream) if packet.size)
+    container.seek(0)
+    return count

@@ -231,3 +231,17 @@ def test_a_v2v_job_reports_the_regions_over_the_clip(settings, tmp_path, voices)
     assert media.speakers.source == "auto"
     first, second = media.speakers.boxes
     assert first[2] <= second[0] and first[2] - first[0] > 0.4  # widened by the face's travel
+
+
+def test_a_video_without_a_frame_count_in_its_header_is_still_sampled_over_the_clip(tmp_path):
+    clip = tmp_path / "still.webm"
+    picture = photo("two_people.jpg").resize((320, 184))
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libvpx", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 320, 184, "yuv420p"
+        for _ in range(20):
+            container.mux(stream.encode(av.VideoFrame.from_image(picture)))
+        container.mux(stream.encode(None))
+    with av.open(str(clip)) as container:
+        assert container.streams.video[0].frames == 0
+    assert [len(faces) for faces in faces_in_video(clip, (320, 176))] == [2] * 8
