@@ -11,6 +11,7 @@ like the workflows crop it (README: "The picture is centre-cropped to this aspec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import av
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
+
+from .constants import FPS
 
 FaceBox = tuple[float, float, float, float]  # x0, y0, x1, y1 in 0..1
 
@@ -82,16 +85,22 @@ def faces_in_image(path: Path, size: tuple[int, int]) -> list[FaceBox]:
     return find_faces(crop_to_aspect(picture, size))
 
 
-def faces_in_video(path: Path, size: tuple[int, int], samples: int = VIDEO_SAMPLES) -> list[list[FaceBox]]:
-    """Faces in ``samples`` frames spread over the clip, one left-to-right list per frame looked at."""
-    return [find_faces(crop_to_aspect(frame, size)) for frame in _spread_frames(path, samples)]
+def faces_in_video(path: Path, size: tuple[int, int], frames: int | None = None,
+                   samples: int = VIDEO_SAMPLES) -> list[list[FaceBox]]:
+    """Faces in ``samples`` frames spread over the part of the clip the video is made of (its first
+    ``frames`` at the graph's 25 fps; all of it when None), one left-to-right list per frame looked at."""
+    seconds = None if frames is None else frames / FPS
+    return [find_faces(crop_to_aspect(frame, size)) for frame in _spread_frames(path, samples, seconds)]
 
 
-def _spread_frames(path: Path, samples: int) -> Iterator[Image.Image]:
-    """Evenly spaced frames of the first video stream, decoded in one pass (no seeking: any codec works)."""
+def _spread_frames(path: Path, samples: int, seconds: float | None) -> Iterator[Image.Image]:
+    """Evenly spaced frames of the first video stream's first ``seconds``, decoded in one pass (no seeking:
+    any codec works)."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         total = stream.frames or _count_packets(container, stream)
+        if seconds is not None and stream.average_rate:
+            total = min(total, max(1, math.ceil(seconds * float(stream.average_rate))))
         wanted = {round(i * (max(total, 1) - 1) / max(samples - 1, 1)) for i in range(samples)}
         for index, frame in enumerate(container.decode(stream)):
             if index in wanted:

@@ -19,6 +19,7 @@ from .constants import MAX_SIZE, MIN_SIZE
 from .derived_media import make_soundtrack, make_speaker_masks
 from .downloads import download_url
 from .errors import InputError, WorkerError
+from .frames import frame_count
 from .input_paths import resolve_input_path
 from .job_directory import job_directory
 from .probe import check_image, probe_audio_track, probe_video, rename_by_content
@@ -77,7 +78,9 @@ def _prepare_speakers(request: JobRequest, media: PreparedMedia, job_dir: Path) 
     all swap together; the result still reports the boxes as speaker 1, speaker 2.
     """
     picture = media.files["image" if request.input_type == "image" else "video"]
-    media.speakers = choose_speaker_boxes(request, picture, media.output_size)
+    tracks = [media.audio_tracks[slot] for slot in ("audio_1", "audio_2")]
+    frames = frame_count(tracks, request.audio_mode, request.max_frame, separated=False)  # +-1 frame: enough here
+    media.speakers = choose_speaker_boxes(request, picture, media.output_size, frames)
     if media.speakers.warning:
         media.notes.append(media.speakers.warning)
     boxes = list(media.speakers.boxes)

@@ -32,14 +32,18 @@ class SpeakerBoxes:
         return [[round(v, 4) for v in box] for box in self.boxes]
 
 
-def choose_speaker_boxes(request: JobRequest, picture: Path, size: tuple[int, int]) -> SpeakerBoxes:
-    """The request's boxes when given, else the regions around the two largest faces, else the halves."""
+def choose_speaker_boxes(request: JobRequest, picture: Path, size: tuple[int, int],
+                         frames: int | None = None) -> SpeakerBoxes:
+    """The request's boxes when given, else the regions around the two largest faces, else the halves.
+
+    ``frames``: with video input, how many frames the video will have (only those are looked at).
+    """
     if isinstance(request.speaker_boxes, tuple):
         return SpeakerBoxes(tuple(tuple(box) for box in request.speaker_boxes), "request")  # type: ignore[arg-type]
     if request.input_type == "image":
         faces, where = faces_in_image(picture, size), "the picture"
     else:
-        faces, where = speaker_faces_over_clip(faces_in_video(picture, size)), "the video's frames"
+        faces, where = speaker_faces_over_clip(faces_in_video(picture, size, frames)), "the video's frames"
     if len(faces) < 2:
         return _halves(f"found {_count(len(faces))} in {where}")
     boxes = regions_from_faces(faces)

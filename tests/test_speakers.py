@@ -245,3 +245,11 @@ def test_a_video_without_a_frame_count_in_its_header_is_still_sampled_over_the_c
     with av.open(str(clip)) as container:
         assert container.streams.video[0].frames == 0
     assert [len(faces) for faces in faces_in_video(clip, (320, 176))] == [2] * 8
+
+
+def test_only_the_frames_the_video_is_made_of_are_looked_at(tmp_path):
+    clip = tmp_path / "pan.mp4"
+    make_panning_clip(clip)
+    start = faces_in_video(clip, (560, 352), frames=3)  # audio for 3 frames: the camera has hardly moved
+    assert len(start) == 3 and all(len(faces) == 2 for faces in start)  # each of the 3 frames once
+    assert start[0][0][0] - start[-1][0][0] < 0.03
