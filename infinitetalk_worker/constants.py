@@ -6,7 +6,7 @@ from __future__ import annotations
 FPS = 25
 
 #: Request keys that only shape two-speaker jobs; a single-speaker job ignores them (with a warning).
-MULTI_ONLY_FIELDS = frozenset({"multi_audio_type", "speaker_boxes"})
+MULTI_ONLY_FIELDS = frozenset({"multi_audio_type", "speaker_boxes", "order"})
 
 #: The shortest voice accepted: five frames' worth. Shorter audio carries no syllable to lip-sync,
 #: and under one frame (0.04 s) the audio-embedding node makes no frame at all.

@@ -16,14 +16,16 @@ from pathlib import Path
 from .base64_input import decode_base64
 from .config import Settings
 from .constants import MAX_SIZE, MIN_SIZE
-from .derived_media import DEFAULT_SPEAKER_BOXES, make_soundtrack, make_speaker_masks
+from .derived_media import make_soundtrack, make_speaker_masks
 from .downloads import download_url
 from .errors import InputError, WorkerError
+from .frames import frame_count
 from .input_paths import resolve_input_path
 from .job_directory import job_directory
 from .probe import check_image, probe_audio_track, probe_video, rename_by_content
 from .request import JobRequest
 from .sizing import bucket_size
+from .speakers import SpeakerBoxes, choose_speaker_boxes
 
 __all__ = ["PreparedMedia", "fetch_source", "job_directory", "prepare_media", "slot_kind"]
 
@@ -40,6 +42,7 @@ class PreparedMedia:
     video_size: tuple[int, int] | None = None
     output_size: tuple[int, int] = (0, 0)  # what the graph generates: width/height or the resolution bucket
     notes: list[str] = field(default_factory=list)  # warnings for the result (e.g. a size that had to bend)
+    speakers: SpeakerBoxes | None = None  # two-speaker jobs: the regions as used and where they came from
 
 
 def slot_kind(slot: str) -> str:
@@ -64,12 +67,30 @@ def _prepare(request: JobRequest, job_dir: Path, settings: Settings) -> Prepared
         media.files[slot] = rename_by_content(path, slot_kind(slot)) if path.parent == job_dir else path
     media.output_size = _output_size(request, media)
     if request.person_count == "multi":
-        media.files["soundtrack"] = make_soundtrack(
-            [media.files["audio_1"], media.files["audio_2"]], request.multi_audio_type, job_dir / "soundtrack.wav"
-        )
-        boxes = request.speaker_boxes or DEFAULT_SPEAKER_BOXES
-        media.files.update(make_speaker_masks(boxes, media.output_size, job_dir))
+        _prepare_speakers(request, media, job_dir)
     return media
+
+
+def _prepare_speakers(request: JobRequest, media: PreparedMedia, job_dir: Path) -> None:
+    """Regions, voices in speaking order, soundtrack and masks of a two-speaker job.
+
+    With order right_left the graph's first voice is speaker 2's, so voice, region and soundtrack
+    all swap together; the result still reports the boxes as speaker 1, speaker 2.
+    """
+    picture = media.files["image" if request.input_type == "image" else "video"]
+    tracks = [media.audio_tracks[slot] for slot in ("audio_1", "audio_2")]
+    frames = frame_count(tracks, request.audio_mode, request.max_frame, separated=False)  # +-1 frame: enough here
+    media.speakers = choose_speaker_boxes(request, picture, media.output_size, frames)
+    if media.speakers.warning:
+        media.notes.append(media.speakers.warning)
+    boxes = list(media.speakers.boxes)
+    if request.voices_swapped:
+        boxes.reverse()
+        media.files["audio_1"], media.files["audio_2"] = media.files["audio_2"], media.files["audio_1"]
+        media.audio_tracks = {"audio_1": media.audio_tracks["audio_2"], "audio_2": media.audio_tracks["audio_1"]}
+    media.files["soundtrack"] = make_soundtrack(
+        [media.files["audio_1"], media.files["audio_2"]], request.audio_mode, job_dir / "soundtrack.wav")
+    media.files.update(make_speaker_masks(boxes, media.output_size, job_dir))
 
 
 def _output_size(request: JobRequest, media: PreparedMedia) -> tuple[int, int]:

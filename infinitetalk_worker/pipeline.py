@@ -194,6 +194,7 @@ class Pipeline:
             **video_metadata(video),
             "timings": {k: round(v, 3) for k, v in timings.items() if v is not None},
         }
+        metadata.update(speaker_report(plan.media))
         if plan.warnings:
             metadata["warnings"] = list(plan.warnings)
         if plan.graph_changes:  # stand-in runs only: what the graph had changed for the CPU
@@ -247,6 +248,13 @@ def _frame_warnings(frames: int, media: PreparedMedia) -> list[str]:
             f"audio-embedding node makes; the rest of the {seconds:.1f} s of audio is not in it."]
 
 
+def speaker_report(media: PreparedMedia) -> dict[str, Any]:
+    """Two-speaker jobs: the regions as used (speaker 1 first, 0..1) and where they came from, to check and correct."""
+    if media.speakers is None:
+        return {}
+    return {"speaker_boxes": media.speakers.reported(), "speaker_boxes_source": media.speakers.source}
+
+
 def output_name(job_id: str) -> str:
     """A unique, filesystem-safe name: ComfyUI must never answer with an earlier job's cached file."""
     safe = re.sub(r"[^A-Za-z0-9-]", "", job_id)[:40] or "job"
@@ -279,6 +287,9 @@ def _render_command(args: argparse.Namespace) -> int:
     width, height = plan.media.output_size
     sys.stderr.write(f"{plan.workflow.name}: {width}x{height}, {plan.frames} frames, seed {plan.seed}, "
                      f"quality {plan.request.quality}\n")
+    speakers = speaker_report(plan.media)
+    if speakers:
+        sys.stderr.write(f"  speaker_boxes ({speakers['speaker_boxes_source']}): {speakers['speaker_boxes']}\n")
     if plan.sampling:
         sys.stderr.write("  sampling: " + ", ".join(f"{k} {v}" for k, v in plan.sampling.items()) + "\n")
     for line in plan.warnings + plan.graph_changes:

@@ -424,3 +424,28 @@ def test_resolution_follows_the_shape_of_the_source_video(tmp_path, media):
     _, loader = only(plan.graph, "VHS_LoadVideo")
     assert (loader["inputs"]["custom_width"], loader["inputs"]["custom_height"]) == (752, 544)
     assert [str(p) for p in validate_graph(plan.graph, LOCK, MODELS, "rendered")] == []
+
+
+# ---------------------------------------------------------------- speakers: every order, auto boxes on a photograph
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+@pytest.mark.parametrize("order", ["meanwhile", "left_right", "right_left"])
+def test_rendered_two_speaker_graphs_are_valid_in_every_order(tmp_path, media, kind, order):
+    photo = REPO_ROOT / "tests" / "data" / "faces" / "two_off_centre.jpg"
+    raw = {**case_input(kind, "multi", {}, media), "order": order}
+    if kind == "image":
+        raw.update(image_path=str(photo), width=960, height=288)
+    settings = load_settings({"ALLOWED_INPUT_ROOTS": f"{tmp_path}:{photo.parent}", "WORKFLOW_DIR": str(WORKFLOWS)})
+    (tmp_path / "job").mkdir()
+
+    plan = render(raw, settings, tmp_path / "job")
+
+    assert [str(p) for p in validate_graph(plan.graph, LOCK, MODELS, "rendered")] == []
+    _, embeds = only(plan.graph, "MultiTalkWav2VecEmbeds")
+    assert embeds["inputs"]["multi_audio_type"] == ("para" if order == "meanwhile" else "add")
+    (_, first_voice), = with_role(plan.graph, "audio_1")
+    assert first_voice["inputs"]["audio"] == str(plan.media.files["audio_1"])
+    assert first_voice["inputs"]["audio"] == raw["wav_path_2" if order == "right_left" else "wav_path"]
+    if kind == "image":
+        assert plan.media.speakers.source == "auto"
