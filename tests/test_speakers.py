@@ -62,13 +62,9 @@ def test_every_face_is_found_where_it_was_drawn_by_hand_and_nothing_else(name):
         assert iou(truth, box) >= 0.5, (truth, box)
 
 
-def test_a_two_megapixel_photograph_takes_well_under_a_second():
-    big = photo("two_people.jpg").resize((1920, 1080))
-    find_faces(big)
-    started = time.perf_counter()
-    found = find_faces(big)
-    assert time.perf_counter() - started < 0.8  # 0.1-0.25 s measured on a shared 2-core machine
-    assert len(found) == 2
+def test_a_two_megapixel_photograph_still_gives_both_faces():
+    # its speed is measured by bench/faces.py, not here
+    assert len(find_faces(photo("two_people.jpg").resize((1920, 1080)))) == 2
 
 
 # ---------------------------------------------------------------- regions from faces
