@@ -34,6 +34,7 @@ import common  # noqa: E402
 
 RSS_TOLERANCE_MB = 3.0
 WARM_ROUNDS = 4  # the first rounds of the mix warm allocator pools and one-time paths
+ROUND_LENGTH = 12  # jobs in one round of mix()
 CHECKPOINT_EVERY = 50
 # asyncio.to_thread runs on the loop's default executor, which starts threads as needed up to this.
 EXECUTOR_MAX_THREADS = min(32, (os.cpu_count() or 1) + 4)
@@ -104,6 +105,7 @@ def soak(total: int, url: str, workdir: Path, inputs: Path, comfyui_dir: Path | 
     common.silence_progress()
     runner = common.JobRunner()
     rounds = mix(inputs, files_url)
+    assert len(rounds) == ROUND_LENGTH, "ROUND_LENGTH must be the length of mix()"
     snapshots = {"start": figures(settings, url, comfyui_dir)}
     unexpected: list[str] = []
     started = time.monotonic()
@@ -161,9 +163,12 @@ def report(snapshots: dict[str, dict[str, float]], total: int, elapsed: float, u
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=200, help="at least 48 (four rounds of the mix)")
+    parser.add_argument("--jobs", type=int, default=200, help="more than 48 (the first four rounds of the mix warm up)")
     parser.add_argument("--comfyui", choices=("auto", "real", "fake"), default="auto")
     args = parser.parse_args()
+    minimum = WARM_ROUNDS * ROUND_LENGTH
+    if args.jobs <= minimum:  # the leak checks compare the end with the state after the warm-up rounds
+        parser.error(f"--jobs must be more than {minimum} ({WARM_ROUNDS} warm-up rounds of {ROUND_LENGTH} jobs)")
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as temp:
         workdir = Path(temp)
         inputs = common.make_inputs(workdir / "inputs")

@@ -15,13 +15,17 @@ from pathlib import Path
 
 from .base64_input import decode_base64
 from .config import Settings
-from .derived_media import DEFAULT_SPEAKER_BOXES, make_soundtrack, make_speaker_masks
+from .constants import MAX_SIZE, MIN_SIZE
+from .derived_media import make_soundtrack, make_speaker_masks
 from .downloads import download_url
 from .errors import InputError, WorkerError
+from .frames import frame_count
 from .input_paths import resolve_input_path
 from .job_directory import job_directory
 from .probe import check_image, probe_audio_track, probe_video, rename_by_content
 from .request import JobRequest
+from .sizing import bucket_size
+from .speakers import SpeakerBoxes, choose_speaker_boxes
 from .speech import Speech, synthesize
 
 __all__ = ["PreparedMedia", "fetch_source", "job_directory", "prepare_media", "slot_kind"]
@@ -36,6 +40,10 @@ class PreparedMedia:
     audio_tracks: dict[str, tuple[int, int]] = field(default_factory=dict)  # slot -> (samples, rate) decoded
     image_size: tuple[int, int] | None = None
     video_seconds: float | None = None
+    video_size: tuple[int, int] | None = None
+    output_size: tuple[int, int] = (0, 0)  # what the graph generates: width/height or the resolution bucket
+    notes: list[str] = field(default_factory=list)  # warnings for the result (e.g. a size that had to bend)
+    speakers: SpeakerBoxes | None = None  # two-speaker jobs: the regions as used and where they came from
     speech: Speech = field(default_factory=Speech)  # the voices the worker spoke from text, if any
 
 
@@ -62,13 +70,45 @@ def _prepare(request: JobRequest, job_dir: Path, settings: Settings) -> Prepared
             path = fetch_source(slot, key, value, job_dir, settings)
         _probe(slot, key, path, media, settings)
         media.files[slot] = rename_by_content(path, slot_kind(slot)) if path.parent == job_dir else path
+    media.output_size = _output_size(request, media)
     if request.person_count == "multi":
-        media.files["soundtrack"] = make_soundtrack(
-            [media.files["audio_1"], media.files["audio_2"]], request.multi_audio_type, job_dir / "soundtrack.wav"
-        )
-        boxes = request.speaker_boxes or DEFAULT_SPEAKER_BOXES
-        media.files.update(make_speaker_masks(boxes, request.rounded_size, job_dir))
+        _prepare_speakers(request, media, job_dir)
     return media
+
+
+def _prepare_speakers(request: JobRequest, media: PreparedMedia, job_dir: Path) -> None:
+    """Regions, voices in speaking order, soundtrack and masks of a two-speaker job.
+
+    With order right_left the graph's first voice is speaker 2's, so voice, region and soundtrack
+    all swap together; the result still reports the boxes as speaker 1, speaker 2.
+    """
+    picture = media.files["image" if request.input_type == "image" else "video"]
+    tracks = [media.audio_tracks[slot] for slot in ("audio_1", "audio_2")]
+    frames = frame_count(tracks, request.audio_mode, request.max_frame, separated=False)  # +-1 frame: enough here
+    media.speakers = choose_speaker_boxes(request, picture, media.output_size, frames)
+    if media.speakers.warning:
+        media.notes.append(media.speakers.warning)
+    boxes = list(media.speakers.boxes)
+    if request.voices_swapped:
+        boxes.reverse()
+        media.files["audio_1"], media.files["audio_2"] = media.files["audio_2"], media.files["audio_1"]
+        media.audio_tracks = {"audio_1": media.audio_tracks["audio_2"], "audio_2": media.audio_tracks["audio_1"]}
+    media.files["soundtrack"] = make_soundtrack(
+        [media.files["audio_1"], media.files["audio_2"]], request.audio_mode, job_dir / "soundtrack.wav")
+    media.files.update(make_speaker_masks(boxes, media.output_size, job_dir))
+
+
+def _output_size(request: JobRequest, media: PreparedMedia) -> tuple[int, int]:
+    """The request's width/height, or its resolution bucket in the shape of the picture or video."""
+    if not request.size_from_input:
+        return request.rounded_size
+    source = media.image_size if request.input_type == "image" else media.video_size
+    assert source is not None and request.resolution is not None  # probed above; size_from_input needs it
+    choice = bucket_size(request.resolution, source, MIN_SIZE, MAX_SIZE)
+    if choice.warning:
+        media.notes.append(choice.warning)
+    request.check_regions((choice.width, choice.height))
+    return choice.width, choice.height
 
 
 def _probe(slot: str, key: str, path: Path, media: PreparedMedia, settings: Settings) -> None:
@@ -76,7 +116,7 @@ def _probe(slot: str, key: str, path: Path, media: PreparedMedia, settings: Sett
     if kind == "image":
         media.image_size = check_image(path, key, settings)
     elif kind == "video":
-        media.video_seconds = probe_video(path, key, settings)
+        media.video_seconds, media.video_size = probe_video(path, key, settings)
     else:
         samples, rate = probe_audio_track(path, key, settings)
         media.audio_tracks[slot] = (samples, rate)

@@ -42,6 +42,9 @@ SMOKE_CLASSES = (
     "MaskBatchMulti", "SaveVideo", "CreateVideo",
 )
 
+# Classes the worker adds to a graph at job time (graph_edits.add_step_cache, for ``acceleration``).
+JOB_TIME_CLASSES = ("WanVideoTeaCache", "WanVideoMagCache", "WanVideoEasyCache")
+
 # Combo inputs whose choices are the files of a ComfyUI model folder: installation-dependent, so the
 # lock records the folder(s) and a graph's value is checked against models.json instead.
 MODEL_FILE_INPUTS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -512,7 +515,7 @@ def _shown(path: Path) -> str:
 def write_lock(object_info_source: str, output: Path, workflow_root: Path, timeout_s: float = 30.0) -> dict[str, Any]:
     """Regenerate the lock for every class the graphs under ``workflow_root`` use, plus the smoke classes."""
     object_info = read_object_info(object_info_source, timeout_s)
-    names = classes_used(graph_files(workflow_root)) | set(SMOKE_CLASSES)
+    names = classes_used(graph_files(workflow_root)) | set(SMOKE_CLASSES) | set(JOB_TIME_CLASSES)
     lock = build_lock(object_info, names, object_info_source)
     output.write_text(json.dumps(lock, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     return lock

@@ -30,21 +30,14 @@ from .constants import FPS
 from .delivery import check_destination, deliver, video_metadata
 from .errors import WorkerError, WorkflowError
 from .frames import MAX_NODE_FRAMES
+from .graph_edits import apply_request_edits, sampling_report, separates_vocals
 from .logs import current_job_id
 from .media import PreparedMedia, job_directory, prepare_media
+from .presets import sampling_warnings
 from .progress import ProgressReporter
 from .request import JobRequest, is_probe, parse_request
 from .standin_graph import StandinRun, adapt_for_standins
-from .workflows import (
-    Workflow,
-    explicit_values,
-    graph_values,
-    load_workflow_set,
-    new_seed,
-    patch_workflow,
-    remove_vocal_separation,
-    separates_vocals,
-)
+from .workflows import Workflow, explicit_values, graph_values, load_workflow_set, new_seed, patch_workflow
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +72,7 @@ class JobPlan:
     frames: int
     warnings: list[str]
     vocal_separation: bool = True
+    sampling: dict[str, Any] = field(default_factory=dict)
     graph_changes: list[str] = field(default_factory=list)
 
 
@@ -184,23 +178,26 @@ class Pipeline:
         values = graph_values(request, media, seed, f"infinitetalk/{name}", self.settings.attention_mode,
                               separated=separated)
         graph = patch_workflow(workflow, values, explicit_values(request))
-        if not separated:
-            remove_vocal_separation(graph)
-        warnings = request.warnings() + _frame_warnings(values["num_frames"], media)
+        apply_request_edits(graph, request, workflow.name, separated)
+        sampling = sampling_report(graph)
+        warnings = (request.warnings() + media.notes + _frame_warnings(values["num_frames"], media)
+                    + sampling_warnings(sampling, request.acceleration))
         changes: list[str] = []
         if self.settings.allow_standin_models:
             changes = adapt_for_standins(graph, self.settings, self.standin_run)
             warnings.append("This video was made with stand-in model weights (ALLOW_STANDIN_MODELS=true): its "
                             "picture is noise; it proves the job path, not the model.")
         return JobPlan(request, workflow, media, seed, name, graph, values["num_frames"], warnings, separated,
-                       changes)
+                       sampling, changes)
 
     def _metadata(self, plan: JobPlan, video: Path, timings: dict[str, float | None]) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             "seed": plan.seed, "workflow": plan.workflow.name, "vocal_separation": plan.vocal_separation,
+            "quality": plan.request.quality, **({"sampling": plan.sampling} if plan.sampling else {}),
             **video_metadata(video),
             "timings": {k: round(v, 3) for k, v in timings.items() if v is not None},
         }
+        metadata.update(speaker_report(plan.media))
         if plan.media.speech.tracks:  # what was spoken: per speaker the voice and the duration
             metadata["speech"] = plan.media.speech.report()
         if plan.warnings:
@@ -259,6 +256,13 @@ def _frame_warnings(frames: int, media: PreparedMedia) -> list[str]:
             f"audio-embedding node makes; the rest of the {seconds:.1f} s of audio is not in it."]
 
 
+def speaker_report(media: PreparedMedia) -> dict[str, Any]:
+    """Two-speaker jobs: the regions as used (speaker 1 first, 0..1) and where they came from, to check and correct."""
+    if media.speakers is None:
+        return {}
+    return {"speaker_boxes": media.speakers.reported(), "speaker_boxes_source": media.speakers.source}
+
+
 def output_name(job_id: str) -> str:
     """A unique, filesystem-safe name: ComfyUI must never answer with an earlier job's cached file."""
     safe = re.sub(r"[^A-Za-z0-9-]", "", job_id)[:40] or "job"
@@ -288,7 +292,14 @@ def _render_command(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 1
     sys.stdout.write(json.dumps(plan.graph, indent=1) + "\n")
-    sys.stderr.write(f"{plan.workflow.name}: {plan.frames} frames, seed {plan.seed}\n")
+    width, height = plan.media.output_size
+    sys.stderr.write(f"{plan.workflow.name}: {width}x{height}, {plan.frames} frames, seed {plan.seed}, "
+                     f"quality {plan.request.quality}\n")
+    speakers = speaker_report(plan.media)
+    if speakers:
+        sys.stderr.write(f"  speaker_boxes ({speakers['speaker_boxes_source']}): {speakers['speaker_boxes']}\n")
+    if plan.sampling:
+        sys.stderr.write("  sampling: " + ", ".join(f"{k} {v}" for k, v in plan.sampling.items()) + "\n")
     for line in plan.warnings + plan.graph_changes:
         sys.stderr.write(f"  {line}\n")
     sys.stderr.write(f"(derived media files kept in {job_dir})\n")

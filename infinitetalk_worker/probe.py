@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 from PIL import Image
@@ -32,8 +33,16 @@ def truncated(key: str, kind: str, detail: str) -> InputError:
 # -- images ----------------------------------------------------------------------------------------
 
 
+EXIF_ORIENTATION = 0x0112
+SIDEWAYS_ORIENTATIONS = {5, 6, 7, 8}  # transposed or rotated by 90/270 degrees
+
+
 def check_image(path: Path, key: str, settings: Settings) -> tuple[int, int]:
-    """Prove the bytes are a whole, decodable still image within the pixel limit; return its size."""
+    """Prove the bytes are a whole, decodable still image within the pixel limit; return its size upright.
+
+    The size is the picture as ComfyUI's LoadImage shows it (``ImageOps.exif_transpose``): a phone photo
+    stored sideways with an EXIF orientation of 5-8 is taller than it is wide.
+    """
     refuse_short_container(path, key, "image")
     try:
         with Image.open(path) as image:
@@ -45,6 +54,8 @@ def check_image(path: Path, key: str, settings: Settings) -> tuple[int, int]:
                     key, f"the image is {width}x{height} pixels, over the limit of {settings.max_image_pixels} pixels."
                 )
             image.load()
+            if image.getexif().get(EXIF_ORIENTATION) in SIDEWAYS_ORIENTATIONS:
+                width, height = height, width
     except InputError:
         raise
     except Image.DecompressionBombError:
@@ -125,15 +136,23 @@ def _refuse_short_of_declared(key: str, kind: str, found: float, declared: float
 # -- video -----------------------------------------------------------------------------------------
 
 
-def probe_video(path: Path, key: str, settings: Settings) -> float:
-    """Prove the bytes are a whole, moving video (not a still image) and return its duration."""
+class VideoProbe(NamedTuple):
+    """What a job needs to know of a source video: its length, and its picture's shape for ``resolution``."""
+
+    seconds: float
+    size: tuple[int, int]
+
+
+def probe_video(path: Path, key: str, settings: Settings) -> VideoProbe:
+    """Prove the bytes are a whole, moving video (not a still image) and return its duration and size."""
     refuse_short_container(path, key, "video")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video or _is_still_image(container):
                 raise InputError(key, "the data is not a video (no video track found).")
             stream = container.streams.video[0]
-            next(container.decode(stream))
+            first = next(container.decode(stream))
+            size = (first.width, first.height)
             seconds = _container_seconds(container, stream)
         if seconds > settings.max_video_seconds:
             raise InputError(
@@ -148,7 +167,7 @@ def probe_video(path: Path, key: str, settings: Settings) -> float:
         raise truncated(key, "video", "it ends in the middle of its data") from None
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise InputError(key, f"the data is not a readable video ({reason(exc)}).") from None
-    return seconds
+    return VideoProbe(seconds, size)
 
 
 def _is_still_image(container: av.container.InputContainer) -> bool:

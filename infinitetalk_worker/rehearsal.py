@@ -30,6 +30,7 @@ import numpy as np
 from .config import REPO_ROOT, Settings, load_settings
 from .constants import FPS
 from .pipeline import Pipeline
+from .request import ORDERS
 from .standin_graph import StandinRun
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -52,7 +53,15 @@ class Case:
 
     @property
     def mode(self) -> str:
-        return self.extra.get("multi_audio_type", "para") if self.person_count == "multi" else "para"
+        if self.person_count != "multi":
+            return "para"
+        order = self.extra.get("order")
+        return ORDERS[order][0] if order else self.extra.get("multi_audio_type", "para")
+
+    @property
+    def speaker_2_first(self) -> bool:
+        """order right_left: the soundtrack must hold voice 2, then voice 1."""
+        return self.person_count == "multi" and self.extra.get("order") == "right_left"
 
 
 SMALL = {"width": 128, "height": 128}
@@ -68,8 +77,15 @@ CASES: tuple[Case, ...] = (
          {**SMALL, "max_frame": 30, "cfg": 2.0, "negative_prompt": "blurry, static", "force_offload": False}),
     Case("i2v_single_non_square", "image", "single", (1.0,), {"width": 160, "height": 128}),
     Case("i2v_multi_add", "image", "multi", (0.8, 1.0), {**SMALL, "multi_audio_type": "add"}),
+    Case("i2v_multi_right_left", "image", "multi", (0.6, 1.2), {**SMALL, "order": "right_left"}),
     Case("v2v_single_steps8", "video", "single", (1.5,), {**SMALL, "steps": 8}),
     Case("v2v_multi_para", "video", "multi", (1.5, 1.0), {**SMALL, "multi_audio_type": "para"}),
+    # quality 'reference' without its 40 steps (CPU time): the graph without the distillation LoRA, with
+    # text and audio guidance (three passes per step)
+    Case("i2v_single_reference_3_steps", "image", "single", (1.0,), {**SMALL, "quality": "reference", "steps": 3}),
+    Case("i2v_single_colormatch_motion_frame", "image", "single", (3.6,),
+         {**SMALL, "colormatch": "mkl", "motion_frame": 25}),
+    Case("v2v_single_teacache", "video", "single", (1.5,), {**SMALL, "steps": 8, "acceleration": "teacache"}),
 )
 
 
@@ -139,6 +155,8 @@ def check_result(case: Case, raw: dict[str, Any], result: dict[str, Any], video:
     facts = probe_mp4(video)
     problems = []
     voices = [decode_mono(Path(raw[key]), CHECK_RATE) for key in ("wav_path", "wav_path_2") if key in raw]
+    if case.speaker_2_first:
+        voices.reverse()
     seconds = [len(v) / CHECK_RATE for v in voices]
     audio_frames = int((sum(seconds) if case.mode == "add" else max(seconds)) * FPS)
     expected = min(audio_frames, raw.get("max_frame") or audio_frames)

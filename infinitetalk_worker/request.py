@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,16 +22,18 @@ from pydantic import (
     model_validator,
 )
 
-from .constants import FPS, MULTI_ONLY_FIELDS
+from .constants import FPS, MAX_SIZE, MIN_SIZE, MULTI_ONLY_FIELDS, SIZE_MULTIPLE
 from .errors import InputError, english_list, shown
+from .presets import ACCELERATORS, DEFAULT_QUALITY, QUALITY
+from .sizing import BUCKET_ALIASES, BUCKET_AREAS
 from .speech import parse_dialogue
 
 DEFAULT_PROMPT = "A person talking naturally"
-SIZE_MULTIPLE = 16
-MIN_SIZE, MAX_SIZE = 128, 1920
 MAX_FRAMES = 10000
 MAX_SEED = 2**64 - 1
 V2V_MIN_STEPS = 3
+FRAME_WINDOW = 81  # the shipped workflows' frame_window_size; motion_frame must stay below it
+COLORMATCH = ("disabled", "mkl", "hm", "reinhard", "mvgd", "hm-mvgd-hm", "hm-mkl-hm")  # the node lock's choices
 MAX_LISTED_KEYS = 20
 SIMILAR_KEY_CUTOFF = 0.75  # difflib ratio above which an unknown key is taken for a misspelling
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -100,11 +103,22 @@ def _source(value: Any) -> Any:
 
 def _two_boxes(value: Any) -> Any:
     """The shape first, so a wrong one reads as what to send rather than as pydantic's tuple positions."""
+    if value == "auto":
+        return value
     is_list = isinstance(value, (list, tuple))
     if value is not None and not (is_list and len(value) == 2 and all(
             isinstance(box, (list, tuple)) and len(box) == 4 for box in value)):
-        raise ValueError("must be two boxes, [[x0, y0, x1, y1], [x0, y0, x1, y1]]")
+        raise ValueError('must be "auto" or two boxes, [[x0, y0, x1, y1], [x0, y0, x1, y1]]')
     return value
+
+
+# Found in WanVideoWrapper 6b286552: masks steer a voice only when there are two (nodes_sampler.py passes
+# human_num = len(audio_features); multitalk.py's audio cross-attention falls through to plain attention
+# over the whole picture when human_num <= 1, so ref_target_masks then have no effect).
+ONE_SPEAKER_REFUSAL = ("one speaker among several cannot be chosen: with one voice the pinned WanVideoWrapper "
+                       "(6b286552) ignores the speaker masks and the voice drives the whole picture; give "
+                       "person_count 'multi' with two voices and two boxes instead")
+ORDERS = {"meanwhile": ("para", False), "left_right": ("add", False), "right_left": ("add", True)}
 
 
 Flag = Annotated[
@@ -219,9 +233,29 @@ class JobRequest(BaseModel):
     audio_scale: _real(0.0, 10.0) | None = _described(None, "lip-sync strength", WORKFLOWS_OWN)
     multi_audio_type: Literal["para", "add"] = _described(
         "para", "two voices on one timeline (para) or speaker 2 after speaker 1 (add); two-speaker jobs only")
-    speaker_boxes: Annotated[tuple[Box, Box] | None, BeforeValidator(_two_boxes)] = _described(
-        None, "the region [x0, y0, x1, y1] each voice drives, in 0..1 of the picture; two-speaker jobs only",
-        "left half / right half")
+    speaker_boxes: Annotated[Literal["auto"] | tuple[Box, Box], BeforeValidator(_two_boxes)] = _described(
+        "auto", "the region [x0, y0, x1, y1] each voice drives, in 0..1 of the picture, or auto: around the two "
+        "largest faces found, speaker 1 the left one; two-speaker jobs only")
+    order: Literal[tuple(ORDERS)] | None = _described(  # type: ignore[valid-type]
+        None, "who speaks when: both at once (meanwhile), speaker 1 then 2 (left_right), speaker 2 then 1 "
+        "(right_left); two-speaker jobs only", "from multi_audio_type")
+    speaker: Any = _described(None, "not available: " + ONE_SPEAKER_REFUSAL.split(": ", 1)[1], "refused")
+    resolution: Literal[tuple(BUCKET_AREAS) + tuple(BUCKET_ALIASES)] | None = _described(  # type: ignore[valid-type]
+        None, "output size from an area bucket (640x640 / 960x960) in the input's aspect ratio; "
+        "explicit width and height win", "width x height")
+    quality: Literal[tuple(QUALITY)] = _described(  # type: ignore[valid-type]
+        DEFAULT_QUALITY, "a preset of steps, cfg, shift, audio guidance and the distillation LoRA; "
+        "explicit steps/cfg/shift/audio_cfg_scale override it")
+    audio_cfg_scale: _real(0.0, 100.0) | None = _described(
+        None, "audio guidance (only when cfg is not 1; each step then costs a third model pass)", WORKFLOWS_OWN)
+    motion_frame: _whole(1, FRAME_WINDOW - 1) | None = _described(
+        None, f"frames each {FRAME_WINDOW}-frame window carries over from the previous one", WORKFLOWS_OWN)
+    colormatch: Literal[COLORMATCH] | None = _described(  # type: ignore[valid-type]
+        None, "colour matching of each window to the reference, against drift in long videos", WORKFLOWS_OWN)
+    acceleration: Literal[("none", *ACCELERATORS)] = _described(  # type: ignore[valid-type]
+        "none", "a step cache that skips model passes whose input barely changed (WanVideoWrapper's cache nodes)")
+    acceleration_threshold: _real(0.0, 1.0) | None = _described(
+        None, "the step cache's threshold: higher skips more (magcache at most 0.3)", "the method's default")
     separate_vocals: Literal["auto"] | Flag = _described(
         "auto", "vocal separation (MelBandRoFormer) before the audio embedding; auto: on for uploaded audio, off "
         "when every voice is synthesized from text")
@@ -241,10 +275,26 @@ class JobRequest(BaseModel):
         """Control characters would end up in the text encoder; tabs and newlines are kept."""
         return None if value is None else CONTROL_CHARS.sub(" ", value).strip()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_one_region(cls, raw: Any) -> Any:
+        """One box for a one-voice job asks for one speaker among many, which the pinned nodes cannot do."""
+        boxes = raw.get("speaker_boxes") if isinstance(raw, dict) else None
+        if isinstance(boxes, (list, tuple)) and len(boxes) == 1 and raw.get("person_count", "single") != "multi":
+            raise InputError("speaker_boxes", ONE_SPEAKER_REFUSAL + ".")
+        return raw
+
+    @field_validator("speaker")
+    @classmethod
+    def _refuse_speaker(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(ONE_SPEAKER_REFUSAL)
+        return None
+
     @field_validator("speaker_boxes")
     @classmethod
-    def _check_boxes(cls, boxes: tuple[Box, Box] | None) -> tuple[Box, Box] | None:
-        for index, (x0, y0, x1, y1) in enumerate(boxes or (), start=1):
+    def _check_boxes(cls, boxes: str | tuple[Box, Box]) -> str | tuple[Box, Box]:
+        for index, (x0, y0, x1, y1) in enumerate(boxes if isinstance(boxes, tuple) else (), start=1):
             if not all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)):
                 raise ValueError(f"box {index} must have coordinates between 0 and 1")
             if x0 >= x1 or y0 >= y1:
@@ -253,19 +303,56 @@ class JobRequest(BaseModel):
 
     @model_validator(mode="after")
     def _check_regions(self) -> JobRequest:
+        if not self.size_from_input:  # otherwise once the input's shape gives the size (media)
+            self.check_regions(self.rounded_size)
+        return self
+
+    def check_regions(self, size: tuple[int, int]) -> None:
         """Each region and the background must cover a latent cell (16x16 px), or attention gets NaN."""
-        if self.speaker_boxes is None:
+        if isinstance(self.speaker_boxes, tuple):
+            problem = region_problem(self.speaker_boxes, size)
+            if problem:
+                raise InputError("speaker_boxes", problem)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> JobRequest:
+        if self.order and "multi_audio_type" in self.model_fields_set and \
+                ORDERS[self.order][0] != self.multi_audio_type:
+            raise InputError("order", f"{self.order!r} contradicts multi_audio_type {self.multi_audio_type!r}; "
+                                      f"{self.order!r} means multi_audio_type {ORDERS[self.order][0]!r}: give "
+                                      "one of the two keys, or both agreeing.")
+        return self
+
+    @property
+    def audio_mode(self) -> str:
+        """How the two voices share the timeline, for the graph and the soundtrack: para or add."""
+        return ORDERS[self.order][0] if self.order else self.multi_audio_type
+
+    @property
+    def voices_swapped(self) -> bool:
+        """Whether speaker 2 speaks first (order right_left): the graph then takes voice 2 as its first voice."""
+        return bool(self.order) and ORDERS[self.order][1]
+
+    @model_validator(mode="after")
+    def _check_size_keys(self) -> JobRequest:
+        given = sorted({"width", "height"} & self.model_fields_set)
+        if self.resolution and len(given) == 1:
+            other = "height" if given[0] == "width" else "width"
+            raise InputError(given[0], f"is given without {other}; with resolution give both width and height "
+                                       "or neither.")
+        return self
+
+    @model_validator(mode="after")
+    def _check_acceleration(self) -> JobRequest:
+        if self.acceleration_threshold is None:
             return self
-        cells = _latent_cells(self.rounded_size)
-        inside = [{c for c in cells if _contains(box, c)} for box in self.speaker_boxes]
-        for index, covered in enumerate(inside, start=1):
-            if not covered:
-                width, height = self.rounded_size
-                raise InputError("speaker_boxes", f"box {index} is too small: it must cover at least one 16x16-pixel "
-                                                  f"cell of the {width}x{height} output.")
-        if not cells - inside[0] - inside[1]:
-            raise InputError("speaker_boxes",
-                             "the two boxes cover the whole picture; leave some background outside them.")
+        if self.acceleration == "none":
+            raise InputError("acceleration_threshold", "is given but acceleration is 'none'; choose one of "
+                                                       f"{english_list(ACCELERATORS)}.")
+        limit = ACCELERATORS[self.acceleration].max_threshold
+        if self.acceleration_threshold > limit:
+            raise InputError("acceleration_threshold", f"{self.acceleration_threshold:g} is out of range; "
+                                                       f"{self.acceleration} takes at most {limit:g}.")
         return self
 
     @model_validator(mode="after")
@@ -289,9 +376,10 @@ class JobRequest(BaseModel):
             if others:
                 raise InputError("dialogue", f"holds every speaker's words; remove {english_list(others, 'and')}.")
             parse_dialogue(self.dialogue, 2 if self.person_count == "multi" else 1)
-            if self.person_count == "multi" and self.multi_audio_type == "add":
-                raise InputError("multi_audio_type", "'add' cannot be used with dialogue: the dialogue already "
-                                                     "places each line after the previous one; leave it out.")
+            if self.person_count == "multi" and self.audio_mode == "add":
+                key = "order" if self.order else "multi_audio_type"
+                raise InputError(key, f"{getattr(self, key)!r} cannot be used with dialogue: the dialogue already "
+                                      "places each line after the previous one; leave it out.")
         return self
 
     @model_validator(mode="after")
@@ -369,6 +457,11 @@ class JobRequest(BaseModel):
         return (self.input_type, self.person_count)
 
     @property
+    def size_from_input(self) -> bool:
+        """Whether the output size comes from the resolution bucket and the input's shape (not width/height)."""
+        return bool(self.resolution) and not {"width", "height"} <= self.model_fields_set
+
+    @property
     def rounded_size(self) -> tuple[int, int]:
         """Width and height rounded to the model's 16-pixel grid."""
         return _round16(self.width), _round16(self.height)
@@ -388,6 +481,8 @@ class JobRequest(BaseModel):
             if slot not in self.needed_slots():
                 notes += [f"{key} was ignored: this job does not use a {slot} input."
                           for key in self.sources_given(slot)]
+        if self.resolution and not self.size_from_input:
+            notes.append(f"resolution {self.resolution} was not used: the explicit width and height win.")
         if self.person_count == "single":
             notes += [f"{key} was ignored: it applies to two-speaker jobs only."
                       for key in ("text_2", "voice_2") if key in self.model_fields_set]
@@ -398,6 +493,20 @@ class JobRequest(BaseModel):
             multi_only = sorted(MULTI_ONLY_FIELDS & self.model_fields_set)
             notes += [f"{key} was ignored: it applies to two-speaker jobs only." for key in multi_only]
         return notes
+
+
+def region_problem(boxes: Sequence[Box], size: tuple[int, int]) -> str | None:
+    """Why two regions cannot steer the model at this output size (a region or the background with no
+    16x16-pixel cell), or None when they can."""
+    cells = _latent_cells(size)
+    inside = [{c for c in cells if _contains(box, c)} for box in boxes]
+    for index, covered in enumerate(inside, start=1):
+        if not covered:
+            return (f"box {index} is too small: it must cover at least one 16x16-pixel cell of the "
+                    f"{size[0]}x{size[1]} output.")
+    if not cells - inside[0] - inside[1]:
+        return "the two boxes cover the whole picture; leave some background outside them."
+    return None
 
 
 def _latent_cells(size: tuple[int, int]) -> set[tuple[float, float]]:

@@ -65,10 +65,14 @@ ROLE_INPUTS: Final[dict[str, dict[str, dict[str, str]]]] = {
         "ImageAddNoise": {"seed": "seed"},
     },
     "model": {"WanVideoModelLoader": {"attention_mode": "attention_mode"}},
-    "image_embeds": {"WanVideoImageToVideoMultiTalk": {"force_offload": "force_offload"}},
+    "image_embeds": {"WanVideoImageToVideoMultiTalk": {
+        "force_offload": "force_offload", "motion_frame": "motion_frame", "colormatch": "colormatch"}},
     "audio_embeds": {
-        "MultiTalkWav2VecEmbeds": {"audio_scale": "audio_scale", "multi_audio_type": "multi_audio_type"},
+        "MultiTalkWav2VecEmbeds": {"audio_scale": "audio_scale", "audio_cfg_scale": "audio_cfg_scale",
+                                   "multi_audio_type": "multi_audio_type"},
     },
+    # Marks the step-distillation LoRA, which quality 'reference' takes out of the graph (graph_edits).
+    "distill_lora": {"WanVideoLoraSelect": {}},
     "output": {
         "VHS_VideoCombine": {"filename_prefix": "filename_prefix"},
         "SaveVideo": {"filename_prefix": "filename_prefix"},

@@ -19,13 +19,12 @@ from .errors import WorkflowError
 from .frames import frame_count
 from .media import PreparedMedia
 from .node_lock import LockError, load_graph
+from .presets import preset_values
 from .request import JobRequest
 from .roles import OUTPUT_ROLE, REQUIRED_ROLES, ROLE_INPUTS, roles_of
 
 log = logging.getLogger(__name__)
 
-VOCAL_SEPARATOR = "MelBandRoFormerSampler"
-VOCAL_SEPARATOR_LOADER = "MelBandRoFormerModelLoader"
 WORKFLOW_FILES: dict[tuple[str, str], str] = {
     ("image", "single"): "i2v_single.json",
     ("image", "multi"): "i2v_multi.json",
@@ -42,8 +41,12 @@ REQUEST_VALUE_FIELDS = {
     "cfg": "cfg",
     "shift": "shift",
     "audio_scale": "audio_scale",
+    "audio_cfg_scale": "audio_cfg_scale",
+    "motion_frame": "motion_frame",
+    "colormatch": "colormatch",
     "speaker_boxes": "speaker_mask_1_file",
 }
+SAMPLING_VALUES = ("steps", "cfg", "shift", "audio_cfg_scale")  # what a quality preset sets
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,8 @@ def graph_values(request: JobRequest, media: PreparedMedia, seed: int, filename_
     ``separated``: the graph passes the voices through vocal separation (it resamples them, which
     the frame count must follow).
     """
-    width, height = request.rounded_size
+    width, height = media.output_size
+    sampling = sampling_values(request, width, height)
     tracks = [media.audio_tracks[slot] for slot in ("audio_1", "audio_2") if slot in media.audio_tracks]
     multi = request.person_count == "multi"
     values: dict[str, Any] = {f"{slot}_file": str(path) for slot, path in media.files.items()}
@@ -144,13 +148,13 @@ def graph_values(request: JobRequest, media: PreparedMedia, seed: int, filename_
         negative_prompt=request.negative_prompt,
         width=width,
         height=height,
-        num_frames=frame_count(tracks, request.multi_audio_type if multi else "para", request.max_frame, separated),
+        num_frames=frame_count(tracks, request.audio_mode if multi else "para", request.max_frame, separated),
         seed=seed,
-        steps=request.steps,
-        cfg=request.cfg,
-        shift=request.shift,
+        **sampling,
         audio_scale=request.audio_scale,
-        multi_audio_type=request.multi_audio_type if multi else None,
+        motion_frame=request.motion_frame,
+        colormatch=request.colormatch,
+        multi_audio_type=request.audio_mode if multi else None,
         force_offload=request.force_offload,
         filename_prefix=filename_prefix,
         attention_mode=attention_mode,
@@ -161,48 +165,21 @@ def graph_values(request: JobRequest, media: PreparedMedia, seed: int, filename_
 def explicit_values(request: JobRequest) -> set[str]:
     """Value names the caller chose explicitly (single-speaker jobs ignore the multi-only keys)."""
     multi_only = set() if request.person_count == "multi" else MULTI_ONLY_FIELDS
-    return {REQUEST_VALUE_FIELDS[f] for f in request.explicit_fields
-            if f in REQUEST_VALUE_FIELDS and f not in multi_only}
+    explicit = {REQUEST_VALUE_FIELDS[f] for f in request.explicit_fields
+                if f in REQUEST_VALUE_FIELDS and f not in multi_only}
+    if "quality" in request.explicit_fields:  # a preset the caller chose must take effect as a whole
+        preset = preset_values(request.quality, request.input_type, *request.rounded_size)
+        explicit |= {name for name, value in preset.items() if value is not None}
+    return explicit
+
+
+def sampling_values(request: JobRequest, width: int, height: int) -> dict[str, Any]:
+    """steps, cfg, shift and audio_cfg_scale: the caller's own, else the quality preset's (None: the workflow's)."""
+    preset = preset_values(request.quality, request.input_type, width, height)
+    return {name: getattr(request, name) if getattr(request, name) is not None else preset[name]
+            for name in SAMPLING_VALUES}
 
 
 def new_seed() -> int:
     """A random seed that survives a round trip through JavaScript numbers."""
     return secrets.randbelow(2**32)
-
-
-def separates_vocals(graph: dict[str, Any]) -> bool:
-    """Whether the voices pass through vocal separation (which resamples them) before the embedding."""
-    return any(node.get("class_type") == VOCAL_SEPARATOR for node in graph.values())
-
-
-def remove_vocal_separation(graph: dict[str, Any]) -> list[str]:
-    """Feed each voice straight to its consumers and drop the separation nodes; returns the removed ids.
-
-    Only the separator's first output (vocals) may be in use: a graph that mixes in the instruments
-    cannot run without it, and is refused rather than silently changed.
-    """
-    separators = [node_id for node_id, node in graph.items() if node.get("class_type") == VOCAL_SEPARATOR]
-    for node_id in separators:
-        source = graph[node_id]["inputs"].get("audio")
-        for consumer in graph.values():
-            for name, value in consumer.get("inputs", {}).items():
-                if _links_to(value, node_id):
-                    if value[1] != 0:
-                        raise WorkflowError(f"node {node_id} ({VOCAL_SEPARATOR}): its output {value[1]} is used, "
-                                            "so vocal separation cannot be switched off in this workflow.")
-                    consumer["inputs"][name] = list(source)
-        del graph[node_id]
-    used = {value[0] for node in graph.values() for value in node.get("inputs", {}).values() if _is_link(value)}
-    loaders = [node_id for node_id, node in graph.items()
-               if node.get("class_type") == VOCAL_SEPARATOR_LOADER and node_id not in used]
-    for node_id in loaders:
-        del graph[node_id]
-    return separators + loaders
-
-
-def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
-
-
-def _links_to(value: Any, node_id: str) -> bool:
-    return _is_link(value) and value[0] == node_id

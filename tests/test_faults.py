@@ -1,6 +1,6 @@
-"""Faults around a job, through the real handler (issue 5, part 2), beyond tests/test_handler_e2e.py.
+"""Faults around a job, through the real handler (issue 5, part 2), beyond tests/test_handler.py.
 
-test_handler_e2e.py already covers, against the in-process fake: a dropped websocket, the fake's
+test_handler.py already covers, against the in-process fake: a dropped websocket, the fake's
 ``die`` scenario, a hang past the deadline, and cancellation of a running prompt. Here:
 
 - ComfyUI *killed* for real (SIGKILL of a separate fake ComfyUI process): the error quotes the tail

@@ -12,6 +12,7 @@ from infinitetalk_worker.config import REPO_ROOT
 from infinitetalk_worker.node_lock import (
     DEFAULT_LOCK_PATH,
     DEFAULT_MANIFEST_PATH,
+    JOB_TIME_CLASSES,
     SMOKE_CLASSES,
     LockError,
     build_lock,
@@ -173,9 +174,9 @@ def test_a_class_missing_from_object_info_is_named():
         build_lock(OBJECT_INFO, ["LoadImage", "NotInstalledNode"], "object_info.json")
 
 
-def test_lock_command_covers_every_class_of_every_graph_plus_the_smoke_classes(tmp_path):
+def test_lock_command_covers_every_class_of_every_graph_plus_the_smoke_and_job_time_classes(tmp_path):
     info = dict(OBJECT_INFO)
-    for name in SMOKE_CLASSES:
+    for name in SMOKE_CLASSES + JOB_TIME_CLASSES:
         info.setdefault(name, {"input": {}, "output": [], "output_node": False})
     (tmp_path / "object_info.json").write_text(json.dumps(info))
     (tmp_path / "wf").mkdir()
@@ -188,7 +189,7 @@ def test_lock_command_covers_every_class_of_every_graph_plus_the_smoke_classes(t
     code = main(["lock", "--object-info", str(tmp_path / "object_info.json"), "--output", str(output)])
 
     assert code == 0
-    assert set(load_lock(output)["classes"]) == set(SMOKE_CLASSES) | {"WanVideoScheduler"}
+    assert set(load_lock(output)["classes"]) == set(SMOKE_CLASSES) | set(JOB_TIME_CLASSES) | {"WanVideoScheduler"}
 
 
 def test_lock_command_fails_naming_a_class_the_object_info_lacks(tmp_path, capsys):
@@ -206,7 +207,7 @@ def test_lock_command_fails_naming_a_class_the_object_info_lacks(tmp_path, capsy
 def test_committed_lock_is_what_the_recorded_object_info_gives():
     info = json.loads(SHARED_OBJECT_INFO.read_text())
     committed = load_lock(DEFAULT_LOCK_PATH)
-    names = classes_used(graph_files(DEFAULT_LOCK_PATH.parent)) | set(SMOKE_CLASSES)
+    names = classes_used(graph_files(DEFAULT_LOCK_PATH.parent)) | set(SMOKE_CLASSES) | set(JOB_TIME_CLASSES)
     fresh = build_lock(info, names, committed["source"])
     assert json.loads(json.dumps(fresh)) == committed
 
@@ -407,8 +408,8 @@ def test_lock_command_reads_a_running_comfyui(tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    info = {**OBJECT_INFO, **{name: {"input": {}, "output": [], "output_node": False} for name in SMOKE_CLASSES
-                              if name not in OBJECT_INFO}}
+    info = {**OBJECT_INFO, **{name: {"input": {}, "output": [], "output_node": False}
+                              for name in SMOKE_CLASSES + JOB_TIME_CLASSES if name not in OBJECT_INFO}}
     seen = []
 
     class Handler(BaseHTTPRequestHandler):

@@ -131,7 +131,7 @@ def test_render_prints_the_graph_and_its_frame_count(tmp_path, inputs):
     graph = json.loads(done.stdout)
     embeds = next(n for n in graph.values() if n["class_type"] == "MultiTalkWav2VecEmbeds")
     assert embeds["inputs"]["num_frames"] == 37  # 1.5 s of audio, as the node truncates
-    assert "i2v_single.json: 37 frames" in done.stderr
+    assert "i2v_single.json: 128x128, 37 frames" in done.stderr and "steps 6" in done.stderr
 
 
 def test_the_result_comes_from_the_websocket_and_the_shared_disk(settings, inputs, fake_comfy):
@@ -156,3 +156,18 @@ def test_without_the_websocket_the_history_still_gives_the_result(settings, inpu
     result = run(job(inputs))
     assert "video" in result and result["frames"] == 37
     assert any(path.startswith("/history/") for method, path in fake_comfy.requests if method == "GET")
+
+
+def test_render_prints_the_speaker_regions_and_where_they_came_from(tmp_path, inputs):
+    photo = REPO_ROOT / "tests" / "data" / "faces" / "two_people.jpg"
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"input": {"person_count": "multi", "image_path": str(photo),
+                                             "wav_path": str(inputs / "voice.wav"),
+                                             "wav_path_2": str(inputs / "voice.wav"), "width": 640, "height": 368}}))
+    env = {"ALLOWED_INPUT_ROOTS": f"{inputs}:{photo.parent}", "WORKFLOW_DIR": str(REPO_ROOT / "workflows"),
+           "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "infinitetalk_worker", "render", str(request)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stderr.splitlines() if "speaker_boxes" in line)
+    assert line.startswith("  speaker_boxes (auto): [[0.1289, 0.0, 0.44") and "0.9328, 0.6005]]" in line

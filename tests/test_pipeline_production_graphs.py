@@ -81,3 +81,60 @@ def test_the_frames_follow_whether_the_voice_was_separated(inputs, tmp_path, fak
     assert ("MelBandRoFormerSampler" in classes) is (separate == "auto")
     assert result["vocal_separation"] is (separate == "auto")
     assert video["frames"] == result["frames"] == frames
+
+
+def test_resolution_and_quality_shape_the_video_and_the_result_says_what_was_made(inputs, tmp_path, fake_comfy):
+    result, video = run({"image_path": str(inputs / "face.png"), "wav_path": str(inputs / "voice.wav"),
+                         "resolution": "480p", "quality": "reference", "acceleration": "teacache"}, tmp_path)
+    assert (video["width"], video["height"]) == (result["width"], result["height"]) == (752, 544)  # 160x120: 4:3
+    assert result["quality"] == "reference"
+    assert result["sampling"] == {"steps": 40, "cfg": 5.0, "shift": 7.0, "audio_cfg_scale": 4.0, "audio_scale": 1.0,
+                                  "motion_frame": 9, "colormatch": "disabled", "distill_lora": False,
+                                  "acceleration": "teacache"}
+    submitted = fake_comfy.prompts[-1]["prompt"]
+    assert not any(node["class_type"] == "WanVideoLoraSelect" for node in submitted.values())
+
+
+# ---------------------------------------------------------------- speakers
+
+
+FACES = REPO_ROOT / "tests" / "data" / "faces"
+
+
+def test_a_two_speaker_job_reports_the_regions_it_found_on_the_faces(inputs, tmp_path, fake_comfy):
+    photo = inputs / "two_off_centre.jpg"
+    photo.write_bytes((FACES / photo.name).read_bytes())
+    result, video = run({"person_count": "multi", "image_path": str(photo), "wav_path": str(inputs / "voice.wav"),
+                         "wav_path_2": str(inputs / "voice2.wav"), "width": 960, "height": 288,
+                         "order": "right_left"}, tmp_path)
+    assert result["speaker_boxes_source"] == "auto"
+    first, second = result["speaker_boxes"]
+    assert first[0] <= 0.11 and first[2] >= 0.20 and first[2] <= second[0] and second[2] >= 0.46 > second[0]
+    assert not any("speaker_boxes" in warning for warning in result.get("warnings", []))
+    assert video["frames"] == result["frames"] == 62  # right_left: one voice after the other, 1.0 s + 1.5 s
+    submitted = fake_comfy.prompts[-1]["prompt"]
+    first_voice = next(n for n in submitted.values() if "role:audio_1" in n.get("_meta", {}).get("title", ""))
+    assert first_voice["inputs"]["audio"] == str(inputs / "voice2.wav")
+
+
+def test_a_picture_without_two_faces_gets_the_halves_and_the_result_says_so(inputs, tmp_path):
+    result, _ = run({"person_count": "multi", "image_path": str(inputs / "face.png"),
+                     "wav_path": str(inputs / "voice.wav"), "wav_path_2": str(inputs / "voice2.wav"),
+                     "width": 192, "height": 128}, tmp_path)
+    assert result["speaker_boxes_source"] == "default"
+    assert result["speaker_boxes"] == [[0.05, 0.1, 0.45, 0.9], [0.55, 0.1, 0.95, 0.9]]
+    assert any(w.startswith("speaker_boxes auto: found no face in the picture") for w in result["warnings"])
+
+
+def test_boxes_from_the_request_are_reported_as_the_requests(inputs, tmp_path):
+    boxes = [[0.0, 0.0, 0.4, 0.8], [0.6, 0.2, 1.0, 1.0]]
+    result, _ = run({"input_type": "video", "person_count": "multi", "video_path": str(inputs / "clip.mp4"),
+                     "wav_path": str(inputs / "voice.wav"), "wav_path_2": str(inputs / "voice2.wav"),
+                     "speaker_boxes": boxes, "width": 192, "height": 128}, tmp_path)
+    assert (result["speaker_boxes"], result["speaker_boxes_source"]) == (boxes, "request")
+
+
+def test_one_speaker_jobs_report_no_regions(inputs, tmp_path):
+    result, _ = run({"image_path": str(inputs / "face.png"), "wav_path": str(inputs / "voice.wav"),
+                     "width": 128, "height": 128}, tmp_path)
+    assert "speaker_boxes" not in result and "speaker_boxes_source" not in result

@@ -138,7 +138,8 @@ def test_audio_shorter_than_the_minimum_is_refused(settings, tmp_path):
 
 
 def test_video_is_probed_and_a_still_image_is_not_a_video(settings, tmp_path):
-    assert probe_video(make_video(tmp_path / "clip.mp4", 1.0), "video_path", settings) == pytest.approx(1.0, abs=0.1)
+    probed = probe_video(make_video(tmp_path / "clip.mp4", 1.0, (96, 64)), "video_path", settings)
+    assert probed.seconds == pytest.approx(1.0, abs=0.1) and probed.size == (96, 64)
     with pytest.raises(InputError, match="video_path: the data is not a video"):
         probe_video(make_image(tmp_path / "still.png"), "video_path", settings)
 
@@ -147,7 +148,7 @@ def test_video_is_probed_and_a_still_image_is_not_a_video(settings, tmp_path):
 @pytest.mark.parametrize("keep", [0.97, 0.6, 200])
 def test_truncated_mp4_is_refused(settings, tmp_path, faststart, keep):
     whole = make_video(tmp_path / "clip.mp4", 2.0, (64, 48), with_audio=True, faststart=faststart)
-    assert probe_video(whole, "video_base64", settings) == pytest.approx(2.0, abs=0.1)
+    assert probe_video(whole, "video_base64", settings).seconds == pytest.approx(2.0, abs=0.1)
     with pytest.raises(InputError, match=r"^video_base64: the video file is truncated: .*; send the whole file\.$"):
         probe_video(cut(whole, keep), "video_base64", settings)
 
@@ -156,7 +157,7 @@ def test_truncated_mp4_is_refused(settings, tmp_path, faststart, keep):
 def test_tracks_of_different_lengths_are_whole_not_truncated(settings, tmp_path, picture_s, sound_s):
     """The container's duration is its longest track's; each track is judged by its own."""
     clip = make_video(tmp_path / "clip.mp4", picture_s, (64, 48), with_audio=True, audio_seconds=sound_s)
-    assert probe_video(clip, "video_path", settings) == pytest.approx(max(picture_s, sound_s), abs=0.1)
+    assert probe_video(clip, "video_path", settings).seconds == pytest.approx(max(picture_s, sound_s), abs=0.1)
     assert seconds(probe_audio_track(clip, "wav_path", settings)) == pytest.approx(sound_s, abs=0.05)
 
 

@@ -118,3 +118,17 @@ def test_case_media_have_the_asked_lengths(tmp_path):
     assert len(decode_mono(Path(raw["wav_path"]), RATE)) == int(0.8 * RATE)
     with av.open(raw["video_path"]) as clip:
         assert sum(1 for _ in clip.decode(video=0)) == round(case.video_seconds * 25)
+
+
+def test_right_left_expects_speaker_2_first(tmp_path):
+    first, second = speech_like(0.8, 5), speech_like(0.8, 6)
+    write_wav(tmp_path / "a.wav", first, RATE)
+    write_wav(tmp_path / "b.wav", second, RATE)
+    raw = {"width": 128, "height": 128, "wav_path": str(tmp_path / "a.wav"), "wav_path_2": str(tmp_path / "b.wav")}
+    case = next(c for c in CASES if c.extra.get("order") == "right_left")
+    case = Case("t", "image", "multi", (0.8, 0.8), case.extra)
+    a, b = decode_mono(tmp_path / "a.wav", RATE), decode_mono(tmp_path / "b.wav", RATE)
+    swapped = encode_mp4(tmp_path / "ba.mp4", 40, (128, 128), np.concatenate([b, a]))
+    assert check_result(case, raw, {"frames": 40}, swapped) == []
+    in_request_order = encode_mp4(tmp_path / "ab.mp4", 40, (128, 128), np.concatenate([a, b]))
+    assert any("does not match" in p for p in check_result(case, raw, {"frames": 40}, in_request_order))

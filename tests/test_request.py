@@ -177,5 +177,101 @@ def test_the_key_that_asked_for_the_volume_is_the_one_named():
 @pytest.mark.parametrize("boxes", [[[0, 0, 1, 1]], "left", [[0, 0, 1], [0, 0, 1, 1]], [[0, 0, 1, 1], 5]])
 def test_speaker_boxes_of_the_wrong_shape_say_what_to_send(boxes):
     with pytest.raises(InputError) as caught:
-        parse(speaker_boxes=boxes)
-    assert str(caught.value) == "speaker_boxes: must be two boxes, [[x0, y0, x1, y1], [x0, y0, x1, y1]]."
+        parse(person_count="multi", wav_path_2="/runpod-volume/voice2.wav", speaker_boxes=boxes)
+    assert str(caught.value) == 'speaker_boxes: must be "auto" or two boxes, [[x0, y0, x1, y1], [x0, y0, x1, y1]].'
+
+
+@pytest.mark.parametrize("changes, field, message", [
+    ({"quality": "ultra"}, "quality",
+     "quality: 'ultra' is not allowed; it must be 'fast', 'balanced', 'high' or 'reference'."),
+    ({"resolution": "1080p"}, "resolution", "resolution: '1080p' is not allowed; it must be '480p', '720p', "
+                                            "'infinitetalk-480' or 'infinitetalk-720'."),
+    ({"resolution": "480p", "width": 640}, "width",
+     "width: is given without height; with resolution give both width and height or neither."),
+    ({"motion_frame": 81}, "motion_frame", "motion_frame: 81 is out of range; it must be less than or equal to 80."),
+    ({"motion_frame": "nine"}, "motion_frame", "motion_frame: must be a whole number."),
+    ({"colormatch": "sepia"}, "colormatch", "colormatch: 'sepia' is not allowed; it must be 'disabled', 'mkl', "
+                                            "'hm', 'reinhard', 'mvgd', 'hm-mvgd-hm' or 'hm-mkl-hm'."),
+    ({"audio_cfg_scale": 101}, "audio_cfg_scale",
+     "audio_cfg_scale: 101 is out of range; it must be less than or equal to 100."),
+    ({"acceleration": "warp"}, "acceleration", "acceleration: 'warp' is not allowed; it must be 'none', "
+                                               "'teacache', 'magcache' or 'easycache'."),
+    ({"acceleration_threshold": 0.1}, "acceleration_threshold",
+     "acceleration_threshold: is given but acceleration is 'none'; choose one of teacache, magcache or easycache."),
+    ({"acceleration": "magcache", "acceleration_threshold": 0.5}, "acceleration_threshold",
+     "acceleration_threshold: 0.5 is out of range; magcache takes at most 0.3."),
+])
+def test_the_new_controls_refuse_bad_values_naming_the_key(changes, field, message):
+    with pytest.raises(InputError) as caught:
+        parse(**changes)
+    assert str(caught.value) == message and caught.value.field == field
+
+
+def test_resolution_with_both_sides_given_is_not_used_and_says_so():
+    request = parse(resolution="720p", width=640, height=368)
+    assert not request.size_from_input and request.rounded_size == (640, 368)
+    assert "resolution 720p was not used: the explicit width and height win." in request.warnings()
+    assert parse(resolution="infinitetalk-480").size_from_input
+
+
+# ---------------------------------------------------------------- speakers: auto boxes, order, one speaker
+
+MULTI = {**BASE, "person_count": "multi", "wav_path_2": "/runpod-volume/voice2.wav"}
+
+
+def test_two_speaker_jobs_find_the_faces_unless_boxes_are_given():
+    assert parse_request(MULTI, 100).speaker_boxes == "auto"
+    assert parse_request({**MULTI, "speaker_boxes": "auto"}, 100).speaker_boxes == "auto"
+
+
+@pytest.mark.parametrize("boxes, message", [
+    ([[0, 0, 1.5, 1], [0.5, 0, 1, 1]], "speaker_boxes: box 1 must have coordinates between 0 and 1."),
+    ([[0, 0, 0.4, 1], [0.5, -0.1, 1, 1]], "speaker_boxes: box 2 must have coordinates between 0 and 1."),
+    ("faces", 'speaker_boxes: must be "auto" or two boxes, [[x0, y0, x1, y1], [x0, y0, x1, y1]].'),
+])
+def test_hostile_speaker_boxes_are_refused_by_name(boxes, message):
+    with pytest.raises(InputError) as caught:
+        parse_request({**MULTI, "speaker_boxes": boxes}, 100)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("order, mode, swapped", [("meanwhile", "para", False), ("left_right", "add", False),
+                                                  ("right_left", "add", True)])
+def test_order_sets_the_timeline_and_who_speaks_first(order, mode, swapped):
+    request = parse_request({**MULTI, "order": order}, 100)
+    assert (request.audio_mode, request.voices_swapped) == (mode, swapped)
+    agreeing = parse_request({**MULTI, "order": order, "multi_audio_type": mode}, 100)
+    assert (agreeing.audio_mode, agreeing.voices_swapped) == (mode, swapped)
+
+
+def test_multi_audio_type_alone_works_as_before():
+    request = parse_request({**MULTI, "multi_audio_type": "add"}, 100)
+    assert (request.audio_mode, request.voices_swapped) == ("add", False)
+
+
+@pytest.mark.parametrize("order, mode", [("meanwhile", "add"), ("left_right", "para"), ("right_left", "para")])
+def test_an_order_contradicting_multi_audio_type_is_an_error(order, mode):
+    with pytest.raises(InputError) as caught:
+        parse_request({**MULTI, "order": order, "multi_audio_type": mode}, 100)
+    assert str(caught.value).startswith(f"order: '{order}' contradicts multi_audio_type '{mode}'")
+
+
+def test_an_unknown_order_is_refused():
+    with pytest.raises(InputError) as caught:
+        parse_request({**MULTI, "order": "top_down"}, 100)
+    assert str(caught.value).startswith("order: 'top_down' is not allowed; it must be 'meanwhile', 'left_right'")
+
+
+@pytest.mark.parametrize("raw", [{**BASE, "speaker": 2}, {**MULTI, "speaker": 1}, {**BASE, "speaker": 99},
+                                 {**BASE, "speaker_boxes": [[0.1, 0.1, 0.4, 0.6]]}])
+def test_one_speaker_among_many_is_refused_because_the_nodes_cannot_do_it(raw):
+    with pytest.raises(InputError) as caught:
+        parse_request(raw, 100)
+    assert "one speaker among several cannot be chosen: with one voice the pinned WanVideoWrapper (6b286552) " \
+           "ignores the speaker masks" in str(caught.value)
+    assert str(caught.value).split(":")[0] in ("speaker", "speaker_boxes")
+
+
+def test_order_on_a_one_voice_job_is_ignored_with_a_warning():
+    assert "order was ignored: it applies to two-speaker jobs only." in parse_request({**BASE, "order": "meanwhile"},
+                                                                                       100).warnings()

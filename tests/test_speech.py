@@ -142,6 +142,8 @@ def test_missing_engine_files_are_the_workers_error_naming_the_file(tmp_path):
     ({"dialogue": "(s1) Hi.", "text": "Hi."}, "dialogue: holds every speaker's words; remove text"),
     ({"person_count": "multi", "dialogue": "(s1) Hi. (s2) Yo.", "multi_audio_type": "add"},
      "multi_audio_type: 'add' cannot be used with dialogue"),
+    ({"person_count": "multi", "dialogue": "(s1) Hi. (s2) Yo.", "order": "right_left"},
+     "order: 'right_left' cannot be used with dialogue"),
     ({"text": " \n\t "}, "text: is empty; give the words to speak"),
     ({"text": ""}, "text: is empty"),
     ({"text": "\x00\x07"}, "text: is empty"),

@@ -19,6 +19,7 @@ from request_cases import (
 
 from infinitetalk_worker.config import REPO_ROOT, load_settings
 from infinitetalk_worker.errors import WorkerError
+from infinitetalk_worker.graph_edits import remove_vocal_separation
 from infinitetalk_worker.model_download import WORKER_FOLDERS
 from infinitetalk_worker.node_lock import (
     DEFAULT_LOCK_PATH,
@@ -32,7 +33,6 @@ from infinitetalk_worker.node_lock import (
 from infinitetalk_worker.pipeline import render
 from infinitetalk_worker.roles import REQUIRED_ROLES, ROLE_INPUTS, roles_of
 from infinitetalk_worker.speech import MODEL_FILE, MODEL_FOLDER, VOICES_FILE
-from infinitetalk_worker.workflows import remove_vocal_separation
 
 WORKFLOWS = REPO_ROOT / "workflows"
 SMOKE = WORKFLOWS / "smoke"
@@ -336,3 +336,121 @@ def test_a_graph_that_mixes_in_the_instruments_cannot_drop_the_separator():
 
     with pytest.raises(WorkerError, match="output 1 is used"):
         remove_vocal_separation(graph)
+
+
+# ---------------------------------------------------------------- presets, resolution and the other controls
+
+KINDS_AND_PEOPLE = [(kind, people) for kind in ("image", "video") for people in ("single", "multi")]
+
+
+def render_for(tmp_path, media, kind, people, extra, workflow_dir=WORKFLOWS):
+    raw = {**case_input(kind, people, {}, media), **extra}
+    settings = load_settings({"ALLOWED_INPUT_ROOTS": str(tmp_path), "WORKFLOW_DIR": str(workflow_dir)})
+    job_dir = tmp_path / f"job-{len(list(tmp_path.iterdir()))}"
+    job_dir.mkdir()
+    return render(raw, settings, job_dir)
+
+
+@pytest.mark.parametrize("kind, people", KINDS_AND_PEOPLE)
+@pytest.mark.parametrize("quality", ["fast", "balanced", "high", "reference"])
+def test_every_quality_renders_a_valid_graph_with_its_documented_values(tmp_path, media, kind, people, quality):
+    plan = render_for(tmp_path, media, kind, people, {"quality": quality})
+
+    assert [str(p) for p in validate_graph(plan.graph, LOCK, MODELS, "rendered")] == []
+    expected = {
+        "fast": {"steps": 4 if kind == "image" else 3, "cfg": 1.0, "audio_cfg_scale": 1.0, "distill_lora": True},
+        "balanced": {"steps": 6 if kind == "image" else 4, "cfg": 1.0, "audio_cfg_scale": 1.0, "distill_lora": True},
+        "high": {"steps": 10 if kind == "image" else 8, "cfg": 1.0, "audio_cfg_scale": 1.0, "distill_lora": True},
+        "reference": {"steps": 40, "cfg": 5.0, "shift": 7.0, "audio_cfg_scale": 4.0, "distill_lora": False},
+    }[quality]
+    assert {key: plan.sampling[key] for key in expected} == expected
+    classes = [node["class_type"] for node in plan.graph.values()]
+    assert ("WanVideoLoraSelect" in classes) is expected["distill_lora"]
+    _, loader = only(plan.graph, "WanVideoModelLoader")
+    assert ("lora" in loader["inputs"]) is expected["distill_lora"]
+
+
+def test_reference_at_720p_uses_shift_11_and_explicit_values_beat_the_preset(tmp_path, media):
+    plan = render_for(tmp_path, media, "image", "single", {"quality": "reference", "resolution": "720p"})
+    assert plan.sampling["shift"] == 11.0 and plan.media.output_size == (1104, 832)  # 320x240 portrait, 4:3
+
+    plan = render_for(tmp_path, media, "image", "single", {"quality": "reference", "steps": 20, "cfg": 3.5})
+    assert (plan.sampling["steps"], plan.sampling["cfg"], plan.sampling["audio_cfg_scale"]) == (20, 3.5, 4.0)
+
+
+@pytest.mark.parametrize("kind, people", KINDS_AND_PEOPLE)
+@pytest.mark.parametrize("acceleration, threshold", [("teacache", None), ("magcache", 0.05), ("easycache", 0.03)])
+def test_every_acceleration_links_a_cache_node_the_lock_accepts(tmp_path, media, kind, people, acceleration,
+                                                               threshold):
+    extra = {"acceleration": acceleration, "quality": "reference"}
+    if threshold is not None:
+        extra["acceleration_threshold"] = threshold
+    plan = render_for(tmp_path, media, kind, people, extra)
+
+    assert [str(p) for p in validate_graph(plan.graph, LOCK, MODELS, "rendered")] == []
+    _, sampler = only(plan.graph, "WanVideoSampler")
+    cache = source(plan.graph, sampler["inputs"]["cache_args"])
+    name = {"teacache": "WanVideoTeaCache", "magcache": "WanVideoMagCache", "easycache": "WanVideoEasyCache"}
+    assert cache["class_type"] == name[acceleration]
+    assert plan.sampling["acceleration"] == acceleration
+    if threshold is not None:
+        assert threshold in cache["inputs"].values()
+
+
+def test_colormatch_motion_frame_and_audio_guidance_reach_their_nodes(tmp_path, media):
+    plan = render_for(tmp_path, media, "video", "multi",
+                      {"colormatch": "hm-mkl-hm", "motion_frame": 25, "audio_cfg_scale": 3.0, "cfg": 4.0})
+    assert [str(p) for p in validate_graph(plan.graph, LOCK, MODELS, "rendered")] == []
+    _, windows = only(plan.graph, "WanVideoImageToVideoMultiTalk")
+    _, embeds = only(plan.graph, "MultiTalkWav2VecEmbeds")
+    assert (windows["inputs"]["colormatch"], windows["inputs"]["motion_frame"]) == ("hm-mkl-hm", 25)
+    assert embeds["inputs"]["audio_cfg_scale"] == 3.0
+    assert not any("audio_cfg_scale" in note for note in plan.warnings)
+
+
+def test_settings_that_cannot_act_are_said(tmp_path, media):
+    plan = render_for(tmp_path, media, "image", "single", {"audio_cfg_scale": 4.0, "acceleration": "easycache"})
+    assert any("audio_cfg_scale 4 has no effect at cfg 1" in note for note in plan.warnings)
+    assert any("easycache" in note and "skips nothing" in note for note in plan.warnings)
+
+
+@pytest.mark.parametrize("extra, key", [
+    ({"quality": "reference"}, "steps"), ({"acceleration": "teacache"}, "acceleration"),
+    ({"colormatch": "mkl"}, "colormatch"),
+])
+def test_the_smoke_set_refuses_controls_it_has_no_place_for(tmp_path, media, extra, key):
+    with pytest.raises(WorkerError, match=key):
+        render_for(tmp_path, media, "image", "single", extra, SMOKE)
+
+
+def test_resolution_follows_the_shape_of_the_source_video(tmp_path, media):
+    plan = render_for(tmp_path, media, "video", "single", {"resolution": "480p"})  # 64x48 source
+    assert plan.media.output_size == (752, 544)  # 4:3 within 1/16, the largest area under 640x640
+    _, loader = only(plan.graph, "VHS_LoadVideo")
+    assert (loader["inputs"]["custom_width"], loader["inputs"]["custom_height"]) == (752, 544)
+    assert [str(p) for p in validate_graph(plan.graph, LOCK, MODELS, "rendered")] == []
+
+
+# ---------------------------------------------------------------- speakers: every order, auto boxes on a photograph
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+@pytest.mark.parametrize("order", ["meanwhile", "left_right", "right_left"])
+def test_rendered_two_speaker_graphs_are_valid_in_every_order(tmp_path, media, kind, order):
+    photo = REPO_ROOT / "tests" / "data" / "faces" / "two_off_centre.jpg"
+    raw = {**case_input(kind, "multi", {}, media), "order": order}
+    if kind == "image":
+        raw.update(image_path=str(photo), width=960, height=288)
+    settings = load_settings({"ALLOWED_INPUT_ROOTS": f"{tmp_path}:{photo.parent}", "WORKFLOW_DIR": str(WORKFLOWS)})
+    (tmp_path / "job").mkdir()
+
+    plan = render(raw, settings, tmp_path / "job")
+
+    assert [str(p) for p in validate_graph(plan.graph, LOCK, MODELS, "rendered")] == []
+    _, embeds = only(plan.graph, "MultiTalkWav2VecEmbeds")
+    assert embeds["inputs"]["multi_audio_type"] == ("para" if order == "meanwhile" else "add")
+    (_, first_voice), = with_role(plan.graph, "audio_1")
+    assert first_voice["inputs"]["audio"] == str(plan.media.files["audio_1"])
+    assert first_voice["inputs"]["audio"] == raw["wav_path_2" if order == "right_left" else "wav_path"]
+    if kind == "image":
+        assert plan.media.speakers.source == "auto"

@@ -43,9 +43,11 @@ def write(path: Path, graph) -> Path:
     return path
 
 
-def media_for(tmp_path, seconds=2.0):
+def media_for(tmp_path, seconds=2.0, size=(304, 512)):
+    """What prepare_media would hand on; the size is the one it decides (here: the request's, rounded)."""
     return PreparedMedia(files={"image": tmp_path / "face.png", "audio_1": tmp_path / "voice.wav"},
-                         audio_seconds={"audio_1": seconds}, audio_tracks={"audio_1": (int(seconds * 16000), 16000)})
+                         audio_seconds={"audio_1": seconds}, audio_tracks={"audio_1": (int(seconds * 16000), 16000)},
+                         output_size=size)
 
 
 def test_patching_writes_every_value_by_role_and_leaves_the_original_alone(tmp_path):
