@@ -32,6 +32,7 @@ from .errors import WorkerError, WorkflowError
 from .frames import MAX_NODE_FRAMES
 from .logs import current_job_id
 from .media import PreparedMedia, job_directory, prepare_media
+from .memory_profile import GIB, WORKFLOW_PROFILE, MemoryProfile, choose_profile
 from .progress import ProgressReporter
 from .request import JobRequest, is_probe, parse_request
 from .standin_graph import StandinRun, adapt_for_standins
@@ -56,6 +57,7 @@ class StartupState:
     missing_models: list[str] = field(default_factory=list)
     standin_models: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    memory_profile: MemoryProfile | None = None  # None: chosen from ComfyUI's /system_stats when first needed
 
     @classmethod
     def from_report(cls, report: Any) -> StartupState:
@@ -80,6 +82,7 @@ class JobPlan:
     warnings: list[str]
     vocal_separation: bool = True
     graph_changes: list[str] = field(default_factory=list)
+    memory_profile: str = "workflow"
 
 
 class Pipeline:
@@ -122,12 +125,14 @@ class Pipeline:
     def readiness(self) -> dict[str, Any]:
         """The health probe: ready only when ComfyUI answers and every model file is there."""
         stats = self.client.system_stats(timeout_s=5)
+        profile = self.memory_profile(stats)
         answer: dict[str, Any] = {
             "ready": not self.startup.missing_models,
             "comfyui_version": (stats.get("system") or {}).get("comfyui_version"),
             "worker_version": __version__,
             "workflow_dir": str(self.settings.workflow_dir),
             "devices": [device.get("name") for device in stats.get("devices", [])],
+            "memory_profile": profile.name,
         }
         if self.startup.missing_models:
             answer["missing_models"] = list(self.startup.missing_models)
@@ -136,6 +141,14 @@ class Pipeline:
         if self.startup.versions:
             answer["versions"] = dict(self.startup.versions)
         return answer
+
+    def memory_profile(self, system_stats: dict[str, Any] | None = None) -> MemoryProfile:
+        """The profile in use: chosen once per process, from MEMORY_PROFILE or the GPU ComfyUI reports."""
+        if self.startup.memory_profile is None:
+            if system_stats is None and self.settings.memory_profile == "auto":
+                system_stats = self.client.system_stats()
+            self.startup.memory_profile = choose_profile(self.settings.memory_profile, system_stats)
+        return self.startup.memory_profile
 
     def _refuse_without_models(self) -> None:
         missing = self.startup.missing_models
@@ -152,6 +165,7 @@ class Pipeline:
         progress = ProgressReporter(job, self.settings.progress_interval_s)
         check_destination(request, self.settings)
         progress.stage("preparing inputs")
+        await asyncio.to_thread(self.memory_profile)
         plan = await asyncio.to_thread(self.plan, request, job_dir, str(job.get("id") or "local"))
         inputs_done = time.monotonic()
         progress.use_graph(plan.graph, (plan.workflow.nodes_by_role.get("sampler") or [None])[0])
@@ -172,7 +186,11 @@ class Pipeline:
     # -- the parts render and the rehearsal share ------------------------------------------------
 
     def plan(self, request: JobRequest, job_dir: Path, job_id: str = "local") -> JobPlan:
-        """Inputs into the job directory, then the exact graph to submit (no ComfyUI call)."""
+        """Inputs into the job directory, then the exact graph to submit (no ComfyUI call).
+
+        The memory profile is the one already chosen (``run`` and ``render`` choose it); none yet means
+        the workflow's own memory settings.
+        """
         workflow = self.workflows[request.kind]
         separated = vocal_separation(request, workflow)  # before any download: it can refuse the job
         media = prepare_media(request, job_dir, self.settings)
@@ -180,6 +198,8 @@ class Pipeline:
         name = output_name(job_id)
         values = graph_values(request, media, seed, f"infinitetalk/{name}", self.settings.attention_mode,
                               separated=separated)
+        profile = self.startup.memory_profile or WORKFLOW_PROFILE  # run() chooses it before planning
+        values.update(profile.graph_values(request.explicit_fields))
         graph = patch_workflow(workflow, values, explicit_values(request))
         if not separated:
             remove_vocal_separation(graph)
@@ -190,11 +210,12 @@ class Pipeline:
             warnings.append("This video was made with stand-in model weights (ALLOW_STANDIN_MODELS=true): its "
                             "picture is noise; it proves the job path, not the model.")
         return JobPlan(request, workflow, media, seed, name, graph, values["num_frames"], warnings, separated,
-                       changes)
+                       changes, profile.name)
 
     def _metadata(self, plan: JobPlan, video: Path, timings: dict[str, float | None]) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             "seed": plan.seed, "workflow": plan.workflow.name, "vocal_separation": plan.vocal_separation,
+            "memory_profile": plan.memory_profile,
             **video_metadata(video),
             "timings": {k: round(v, 3) for k, v in timings.items() if v is not None},
         }
@@ -257,16 +278,35 @@ def output_name(job_id: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:8]}"
 
 
-def render(raw_input: Any, settings: Settings, job_dir: Path) -> JobPlan:
-    """The plan (and graph) the worker would submit for a job input; media files stay in ``job_dir``."""
+def render(raw_input: Any, settings: Settings, job_dir: Path, vram_gib: float | None = None) -> JobPlan:
+    """The plan (and graph) the worker would submit for a job input; media files stay in ``job_dir``.
+
+    ``vram_gib``: the card to render for (without it, and with MEMORY_PROFILE=auto, no ComfyUI is asked
+    and the graph keeps the workflow's own memory settings).
+    """
     request = parse_request(raw_input, settings.max_prompt_chars)
-    return Pipeline(settings).plan(request, job_dir, "render")
+    stats = {"devices": [{"type": "cuda", "vram_total": vram_gib * GIB}]} if vram_gib is not None else None
+    startup = StartupState(memory_profile=choose_profile(settings.memory_profile, stats))
+    return Pipeline(settings, startup).plan(request, job_dir, "render")
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("render", help="print the exact graph the worker would submit for a request")
     parser.add_argument("request", type=Path, help="a JSON file: the job input, or {'input': {...}}")
+    parser.add_argument("--vram-gb", type=_vram_gb, default=None, metavar="N",
+                        help="render for a GPU with N GiB of memory (the memory profile it gets)")
     parser.set_defaults(func=_render_command)
+
+
+def _vram_gb(text: str) -> float:
+    """--vram-gb: a positive number of GiB."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--vram-gb must be a positive number of GiB, not {text!r}")
+    return value
 
 
 def _render_command(args: argparse.Namespace) -> int:
@@ -274,13 +314,14 @@ def _render_command(args: argparse.Namespace) -> int:
     raw_input = document.get("input", document) if isinstance(document, dict) else document
     job_dir = Path(tempfile.mkdtemp(prefix="infinitetalk-render-"))
     try:
-        plan = render(raw_input, load_settings(), job_dir)
+        plan = render(raw_input, load_settings(), job_dir, args.vram_gb)
     except WorkerError as exc:
         shutil.rmtree(job_dir, ignore_errors=True)
         sys.stderr.write(f"error: {exc}\n")
         return 1
     sys.stdout.write(json.dumps(plan.graph, indent=1) + "\n")
-    sys.stderr.write(f"{plan.workflow.name}: {plan.frames} frames, seed {plan.seed}\n")
+    sys.stderr.write(f"{plan.workflow.name}: {plan.frames} frames, seed {plan.seed}, "
+                     f"memory profile {plan.memory_profile}\n")
     for line in plan.warnings + plan.graph_changes:
         sys.stderr.write(f"  {line}\n")
     sys.stderr.write(f"(derived media files kept in {job_dir})\n")
