@@ -1089,6 +1089,7 @@ class FakeComfyUI:
         self.interrupts: list[dict] = []
         self.queue_deletes: list[dict] = []
         self.frees: list[dict] = []
+        self.vram_total = 85_899_345_920  # bytes /system_stats reports for the GPU (80 GiB); tests change it
         self.requests: list[tuple[str, str]] = []
         self.history: dict[str, dict] = {}
         self.died = threading.Event()
@@ -1394,7 +1395,7 @@ class FakeComfyUI:
             "argv": ["main.py", "--listen", self.host, "--port", str(self.port)],
         }
         device = {"name": "cuda:0 Fake GPU : cudaMallocAsync", "type": "cuda", "index": 0,
-                  "vram_total": 85_899_345_920, "vram_free": 84_000_000_000, "torch_vram_total": 0,
+                  "vram_total": self.vram_total, "vram_free": self.vram_total - 1_900_000_000, "torch_vram_total": 0,
                   "torch_vram_free": 0}
         return web.json_response({"system": system, "devices": [device]})
 
