@@ -14,11 +14,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .constants import FPS
+from .frames import HELD_BYTES_PER_VALUE, MOTION_FRAMES, WINDOW_FRAMES, held_frame_bytes, window_count, window_size
+
 log = logging.getLogger(__name__)
 
 GIB: Final = 1024**3
 AUTO: Final = "auto"
 WORKFLOW: Final = "workflow"  # write nothing: the workflow's own settings
+WINDOW_NODE: Final = "WanVideoImageToVideoMultiTalk"
 
 
 @dataclass(frozen=True)
@@ -100,3 +104,48 @@ def choose_profile(setting: str, system_stats: dict[str, Any] | None) -> MemoryP
     profile = profile_for_vram(vram)
     log.info("Memory profile %s for a GPU with %.1f GiB (%s).", profile.name, vram, profile.why)
     return profile
+
+
+def ram_total(system_stats: dict[str, Any] | None) -> int | None:
+    """The machine's RAM in bytes as ComfyUI reports it (``system.ram_total``), if it does."""
+    value = ((system_stats or {}).get("system") or {}).get("ram_total")
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def window_settings(graph: dict[str, Any]) -> tuple[int, int] | None:
+    """(window, motion frames) of the graph's InfiniteTalk window node; ``None`` when it has none."""
+    for node in graph.values():
+        if node.get("class_type") == WINDOW_NODE:
+            inputs = node.get("inputs") or {}
+            window, motion = inputs.get("frame_window_size"), inputs.get("motion_frame")
+            if isinstance(window, int) and isinstance(motion, int):
+                return window_size(window), motion
+            return WINDOW_FRAMES, MOTION_FRAMES
+    return None
+
+
+def frames_memory_problem(graph: dict[str, Any], frames: int, width: int, height: int,
+                          ram: int | None) -> str | None:
+    """Why the decoded video cannot fit in the machine's RAM, or ``None`` when it can (or RAM is unknown).
+
+    The pinned nodes keep every decoded frame until the MP4 is written (see ``frames.held_frame_bytes``);
+    a job that needs more than the whole RAM would be killed after its whole sampling time, so it is
+    refused before it starts.
+    """
+    settings = window_settings(graph)
+    if settings is None or ram is None:
+        return None
+    window, motion = settings
+    needed = held_frame_bytes(frames, width, height, window, motion)
+    if needed <= ram:
+        return None
+    per_frame = width * height * 3 * HELD_BYTES_PER_VALUE
+    windows_fitting = (ram // per_frame - window) // (window - motion) + 1
+    fits = window + (windows_fitting - 1) * (window - motion) if windows_fitting >= 1 else 0
+    count = window_count(frames, window, motion)
+    return (f"The video would be {frames} frames at {width}x{height}, made as {count} "
+            f"window{'s' if count != 1 else ''} of {window} frames; the pinned nodes hold every decoded frame in "
+            f"memory until the MP4 is written, about {needed / 1e9:.1f} GB, more than this machine's "
+            f"{ram / 1e9:.1f} GB of RAM. "
+            + (f"At this size at most {fits} frames ({fits / FPS:g} s) fit: set max_frame, shorten the audio, "
+               "or use a smaller width and height." if fits else "Use a smaller width and height."))

@@ -29,10 +29,18 @@ from .config import Settings, load_settings
 from .constants import FPS
 from .delivery import check_destination, deliver, video_metadata
 from .errors import WorkerError, WorkflowError
-from .frames import MAX_NODE_FRAMES
+from .frames import MAX_NODE_FRAMES, held_frame_bytes, window_count
 from .logs import current_job_id
 from .media import PreparedMedia, job_directory, prepare_media
-from .memory_profile import GIB, WORKFLOW_PROFILE, MemoryProfile, choose_profile
+from .memory_profile import (
+    GIB,
+    WORKFLOW_PROFILE,
+    MemoryProfile,
+    choose_profile,
+    frames_memory_problem,
+    ram_total,
+    window_settings,
+)
 from .progress import ProgressReporter
 from .request import JobRequest, is_probe, parse_request
 from .standin_graph import StandinRun, adapt_for_standins
@@ -58,6 +66,7 @@ class StartupState:
     standin_models: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     memory_profile: MemoryProfile | None = None  # None: chosen from ComfyUI's /system_stats when first needed
+    ram_total: int | None = None  # bytes of RAM ComfyUI's machine has (None: unknown, not checked)
 
     @classmethod
     def from_report(cls, report: Any) -> StartupState:
@@ -145,9 +154,10 @@ class Pipeline:
     def memory_profile(self, system_stats: dict[str, Any] | None = None) -> MemoryProfile:
         """The profile in use: chosen once per process, from MEMORY_PROFILE or the GPU ComfyUI reports."""
         if self.startup.memory_profile is None:
-            if system_stats is None and self.settings.memory_profile == "auto":
+            if system_stats is None:
                 system_stats = self.client.system_stats()
             self.startup.memory_profile = choose_profile(self.settings.memory_profile, system_stats)
+            self.startup.ram_total = ram_total(system_stats)
         return self.startup.memory_profile
 
     def _refuse_without_models(self) -> None:
@@ -201,6 +211,10 @@ class Pipeline:
         profile = self.startup.memory_profile or WORKFLOW_PROFILE  # run() chooses it before planning
         values.update(profile.graph_values(request.explicit_fields))
         graph = patch_workflow(workflow, values, explicit_values(request))
+        problem = frames_memory_problem(graph, values["num_frames"], values["width"], values["height"],
+                                        self.startup.ram_total)
+        if problem:
+            raise WorkerError(problem)
         if not separated:
             remove_vocal_separation(graph)
         warnings = request.warnings() + _frame_warnings(values["num_frames"], media)
@@ -322,6 +336,12 @@ def _render_command(args: argparse.Namespace) -> int:
     sys.stdout.write(json.dumps(plan.graph, indent=1) + "\n")
     sys.stderr.write(f"{plan.workflow.name}: {plan.frames} frames, seed {plan.seed}, "
                      f"memory profile {plan.memory_profile}\n")
+    windows = window_settings(plan.graph)
+    if windows:
+        width, height = plan.request.rounded_size
+        sys.stderr.write(f"  {window_count(plan.frames, *windows)} window(s) of {windows[0]} frames; the decoded "
+                         f"frames take about {held_frame_bytes(plan.frames, width, height, *windows) / 1e9:.2f} GB "
+                         "of RAM at once\n")
     for line in plan.warnings + plan.graph_changes:
         sys.stderr.write(f"  {line}\n")
     sys.stderr.write(f"(derived media files kept in {job_dir})\n")

@@ -181,3 +181,16 @@ def test_an_80_gb_card_submits_no_block_swap(production_worker, fake_comfy):
     submitted = fake_comfy.prompts[-1]["prompt"]
     assert next(n for n in submitted.values() if n["class_type"] == "WanVideoBlockSwap")["inputs"][
         "blocks_to_swap"] == 0
+
+
+def test_a_video_too_long_for_the_machines_ram_is_refused_before_comfyui_runs(production_worker, fake_comfy):
+    """One 81-frame window at 512x512 holds 81 x 512 x 512 x 3 x 6 bytes = 0.38 GB of decoded frames."""
+    fake_comfy.ram_total = 300_000_000
+    result = run({"image_path": production_worker["image_path"], "wav_path": production_worker["wav_path"]})
+    assert result["error"].startswith("The video would be 20 frames at 512x512, made as 1 window of 81 frames")
+    assert "about 0.4 GB, more than this machine's 0.3 GB of RAM" in result["error"]
+    assert "Use a smaller width and height." in result["error"]
+    assert fake_comfy.prompts == []
+    result = run({"image_path": production_worker["image_path"], "wav_path": production_worker["wav_path"],
+                  "width": 256, "height": 256})
+    assert "error" not in result, result["error"]
