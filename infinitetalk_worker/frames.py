@@ -77,10 +77,16 @@ def frame_count(tracks: list[tuple[int, int]], mode: str, max_frame: int | None,
 # as the sampler's output, and ``GetImageRangeFromBatch`` trims it with a view (KJNodes aa89c147).
 # ``VHS_VideoCombine`` converts frame by frame. So the host holds 2 + 4 bytes per channel value of every
 # generated frame at once, whatever the GPU.
+#
+# Video input adds the source: ``VHS_LoadVideo`` keeps its frames (float32, at the output size) for the
+# whole prompt, and ``WanVideoEncode`` (nodes.py:2136-2168) clones them and moves the whole clip to the
+# GPU in bf16, twice (``image * 2.0 - 1.0``), before the sampler starts: 4 bytes per value on the GPU.
 
 WINDOW_FRAMES = 81  # the shipped workflows' frame_window_size
 MOTION_FRAMES = 9  # the shipped workflows' motion_frame: frames each window carries over from the last
 HELD_BYTES_PER_VALUE = 2 + 4  # bf16 sampler output + WanVideoDecode's float32 copy, both alive until the end
+SOURCE_BYTES_PER_VALUE = 4  # VHS_LoadVideo's float32 frames, alive until the end (video input)
+ENCODE_GPU_BYTES_PER_VALUE = 2 + 2  # WanVideoEncode: the clip in bf16 on the GPU, and ``image * 2 - 1`` of it
 
 
 def window_size(frame_window_size: int) -> int:
@@ -101,6 +107,16 @@ def generated_frames(frames: int, window: int = WINDOW_FRAMES, motion: int = MOT
 
 
 def held_frame_bytes(frames: int, width: int, height: int, window: int = WINDOW_FRAMES,
-                     motion: int = MOTION_FRAMES) -> int:
-    """Host memory the decoded video takes at its peak in the shipped graphs (RGB, see above)."""
-    return generated_frames(frames, window, motion) * width * height * 3 * HELD_BYTES_PER_VALUE
+                     motion: int = MOTION_FRAMES, source_frames: int = 0) -> int:
+    """Host memory the video takes at its peak in the shipped graphs (RGB, see above).
+
+    ``source_frames``: frames of an input video (video-to-video), held beside the generated ones.
+    """
+    values = width * height * 3
+    generated = generated_frames(frames, window, motion) * values * HELD_BYTES_PER_VALUE
+    return generated + source_frames * values * SOURCE_BYTES_PER_VALUE
+
+
+def encode_gpu_bytes(source_frames: int, width: int, height: int) -> int:
+    """GPU memory ``WanVideoEncode`` takes for the source clip alone (video input)."""
+    return source_frames * width * height * 3 * ENCODE_GPU_BYTES_PER_VALUE

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .constants import FPS
-from .frames import HELD_BYTES_PER_VALUE, MOTION_FRAMES, WINDOW_FRAMES, held_frame_bytes, window_count, window_size
+from .frames import (
+    ENCODE_GPU_BYTES_PER_VALUE,
+    MAX_NODE_FRAMES,
+    MOTION_FRAMES,
+    WINDOW_FRAMES,
+    encode_gpu_bytes,
+    held_frame_bytes,
+    window_count,
+    window_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +32,7 @@ GIB: Final = 1024**3
 AUTO: Final = "auto"
 WORKFLOW: Final = "workflow"  # write nothing: the workflow's own settings
 WINDOW_NODE: Final = "WanVideoImageToVideoMultiTalk"
+ENCODE_NODE: Final = "WanVideoEncode"  # video input: the source clip is encoded whole
 
 
 @dataclass(frozen=True)
@@ -125,27 +135,57 @@ def window_settings(graph: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def frames_memory_problem(graph: dict[str, Any], frames: int, width: int, height: int,
-                          ram: int | None) -> str | None:
-    """Why the decoded video cannot fit in the machine's RAM, or ``None`` when it can (or RAM is unknown).
+                          ram: int | None, vram_gib: float | None = None) -> str | None:
+    """Why the video cannot fit in the machine's RAM (or, from a video, the GPU's), or ``None`` when it can.
 
     The pinned nodes keep every decoded frame until the MP4 is written (see ``frames.held_frame_bytes``);
     a job that needs more than the whole RAM would be killed after its whole sampling time, so it is
-    refused before it starts.
+    refused before it starts. Unknown memory is not checked.
     """
     settings = window_settings(graph)
-    if settings is None or ram is None:
+    if settings is None:
         return None
     window, motion = settings
-    needed = held_frame_bytes(frames, width, height, window, motion)
-    if needed <= ram:
-        return None
-    per_frame = width * height * 3 * HELD_BYTES_PER_VALUE
-    windows_fitting = (ram // per_frame - window) // (window - motion) + 1
-    fits = window + (windows_fitting - 1) * (window - motion) if windows_fitting >= 1 else 0
+    source = frames if any(n.get("class_type") == ENCODE_NODE for n in graph.values()) else 0
+    what = (f"The video would be {frames} frames at {width}x{height}, made as {_windows(frames, window, motion)} "
+            f"of {window} frames")
+    needed = held_frame_bytes(frames, width, height, window, motion, source)
+    if ram is not None and needed > ram:
+        fits = _frames_fitting(ram, width, height, window, motion, source > 0)
+        return (f"{what}; the pinned nodes hold every decoded frame in memory until the MP4 is written, about "
+                f"{_gb(needed)}, more than this machine's {_gb(ram)} of RAM. {_advice(fits)}")
+    on_gpu = encode_gpu_bytes(source, width, height)
+    if vram_gib is not None and on_gpu > vram_gib * GIB:
+        fits = int(vram_gib * GIB // (width * height * 3 * ENCODE_GPU_BYTES_PER_VALUE))
+        return (f"{what}; WanVideoEncode moves the whole source clip to the GPU at once, about {_gb(on_gpu)}, "
+                f"more than the GPU's {_gb(vram_gib * GIB)}. {_advice(fits)}")
+    return None
+
+
+def _gb(size: float) -> str:
+    """Bytes as GB, with two decimals below 10 GB so that small figures still differ."""
+    return f"{size / 1e9:.2f} GB" if size < 10e9 else f"{size / 1e9:.1f} GB"
+
+
+def _windows(frames: int, window: int, motion: int) -> str:
     count = window_count(frames, window, motion)
-    return (f"The video would be {frames} frames at {width}x{height}, made as {count} "
-            f"window{'s' if count != 1 else ''} of {window} frames; the pinned nodes hold every decoded frame in "
-            f"memory until the MP4 is written, about {needed / 1e9:.1f} GB, more than this machine's "
-            f"{ram / 1e9:.1f} GB of RAM. "
-            + (f"At this size at most {fits} frames ({fits / FPS:g} s) fit: set max_frame, shorten the audio, "
-               "or use a smaller width and height." if fits else "Use a smaller width and height."))
+    return f"{count} window{'s' if count != 1 else ''}"
+
+
+def _frames_fitting(ram: int, width: int, height: int, window: int, motion: int, video: bool) -> int:
+    """The most frames whose held memory stays within ``ram`` (0: not even one window)."""
+    low, high = 0, MAX_NODE_FRAMES
+    while low < high:
+        mid = (low + high + 1) // 2
+        if held_frame_bytes(mid, width, height, window, motion, mid if video else 0) <= ram:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _advice(fits: int) -> str:
+    if fits < 1:
+        return "Use a smaller width and height."
+    return (f"At this size at most {fits} frames ({fits / FPS:g} s) fit: set max_frame, shorten the audio, "
+            "or use a smaller width and height.")

@@ -38,6 +38,7 @@ from .memory_profile import (
     MemoryProfile,
     choose_profile,
     frames_memory_problem,
+    gpu_vram_gib,
     ram_total,
     window_settings,
 )
@@ -67,6 +68,7 @@ class StartupState:
     versions: dict[str, str] = field(default_factory=dict)
     memory_profile: MemoryProfile | None = None  # None: chosen from ComfyUI's /system_stats when first needed
     ram_total: int | None = None  # bytes of RAM ComfyUI's machine has (None: unknown, not checked)
+    vram_gib: float | None = None  # the GPU's memory (None: unknown or no GPU, not checked)
 
     @classmethod
     def from_report(cls, report: Any) -> StartupState:
@@ -158,6 +160,7 @@ class Pipeline:
                 system_stats = self.client.system_stats()
             self.startup.memory_profile = choose_profile(self.settings.memory_profile, system_stats)
             self.startup.ram_total = ram_total(system_stats)
+            self.startup.vram_gib = gpu_vram_gib(system_stats)
         return self.startup.memory_profile
 
     def _refuse_without_models(self) -> None:
@@ -212,7 +215,7 @@ class Pipeline:
         values.update(profile.graph_values(request.explicit_fields))
         graph = patch_workflow(workflow, values, explicit_values(request))
         problem = frames_memory_problem(graph, values["num_frames"], values["width"], values["height"],
-                                        self.startup.ram_total)
+                                        self.startup.ram_total, self.startup.vram_gib)
         if problem:
             raise WorkerError(problem)
         if not separated:
@@ -300,7 +303,7 @@ def render(raw_input: Any, settings: Settings, job_dir: Path, vram_gib: float | 
     """
     request = parse_request(raw_input, settings.max_prompt_chars)
     stats = {"devices": [{"type": "cuda", "vram_total": vram_gib * GIB}]} if vram_gib is not None else None
-    startup = StartupState(memory_profile=choose_profile(settings.memory_profile, stats))
+    startup = StartupState(memory_profile=choose_profile(settings.memory_profile, stats), vram_gib=vram_gib)
     return Pipeline(settings, startup).plan(request, job_dir, "render")
 
 
@@ -339,9 +342,10 @@ def _render_command(args: argparse.Namespace) -> int:
     windows = window_settings(plan.graph)
     if windows:
         width, height = plan.request.rounded_size
-        sys.stderr.write(f"  {window_count(plan.frames, *windows)} window(s) of {windows[0]} frames; the decoded "
-                         f"frames take about {held_frame_bytes(plan.frames, width, height, *windows) / 1e9:.2f} GB "
-                         "of RAM at once\n")
+        source = plan.frames if plan.request.input_type == "video" else 0
+        held = held_frame_bytes(plan.frames, width, height, *windows, source_frames=source)
+        sys.stderr.write(f"  {window_count(plan.frames, *windows)} window(s) of {windows[0]} frames; the frames "
+                         f"take about {held / 1e9:.2f} GB of RAM at once\n")
     for line in plan.warnings + plan.graph_changes:
         sys.stderr.write(f"  {line}\n")
     sys.stderr.write(f"(derived media files kept in {job_dir})\n")

@@ -101,3 +101,7 @@ def test_decoded_frames_held_at_once_grow_with_the_windows():
 def test_a_different_window_and_overlap_follow_the_nodes_rounding():
     assert window_size(83) == 81 and window_size(81) == 81
     assert window_count(300, window=81, motion=25) == 1 + -(-(300 - 81) // 56)
+
+
+def test_a_source_video_adds_its_float32_frames():
+    assert held_frame_bytes(225, 512, 512, source_frames=225) == 225 * 512 * 512 * 3 * (6 + 4)

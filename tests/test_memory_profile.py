@@ -188,9 +188,19 @@ def test_a_video_too_long_for_the_machines_ram_is_refused_before_comfyui_runs(pr
     fake_comfy.ram_total = 300_000_000
     result = run({"image_path": production_worker["image_path"], "wav_path": production_worker["wav_path"]})
     assert result["error"].startswith("The video would be 20 frames at 512x512, made as 1 window of 81 frames")
-    assert "about 0.4 GB, more than this machine's 0.3 GB of RAM" in result["error"]
+    assert "about 0.38 GB, more than this machine's 0.30 GB of RAM" in result["error"]
     assert "Use a smaller width and height." in result["error"]
     assert fake_comfy.prompts == []
     result = run({"image_path": production_worker["image_path"], "wav_path": production_worker["wav_path"],
                   "width": 256, "height": 256})
     assert "error" not in result, result["error"]
+
+
+def test_a_source_video_too_long_for_the_gpu_is_refused_before_comfyui_runs(production_worker, fake_comfy):
+    """WanVideoEncode puts the whole clip on the GPU: 20 frames x 512 x 512 x 3 x 4 bytes = 63 MB."""
+    fake_comfy.vram_total = 50_000_000
+    result = run({"input_type": "video", "video_path": production_worker["video_path"],
+                  "wav_path": production_worker["wav_path"]})
+    assert "WanVideoEncode moves the whole source clip to the GPU at once, about 0.06 GB, more than the GPU's " \
+           "0.05 GB. At this size at most 15 frames (0.6 s) fit" in result["error"]
+    assert fake_comfy.prompts == []
