@@ -204,3 +204,17 @@ def test_a_source_video_too_long_for_the_gpu_is_refused_before_comfyui_runs(prod
     assert "WanVideoEncode moves the whole source clip to the GPU at once, about 0.06 GB, more than the GPU's " \
            "0.05 GB. At this size at most 15 frames (0.6 s) fit" in result["error"]
     assert fake_comfy.prompts == []
+
+
+def test_the_readme_memory_table_is_the_code_s():
+    """Each row of the README's memory table says what PROFILES holds."""
+    from infinitetalk_worker.memory_profile import PROFILES
+
+    text = (REPO_ROOT / "README.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): [c.strip(" `") for c in line.split("|")[2:8]]
+            for line in text.splitlines() if line.startswith("| `") and "gb` |" in line.split("|")[1] + "|"}
+    for p in PROFILES:
+        shown = rows[p.name]
+        threshold = f"{p.min_vram_gib:g} GiB" if p.min_vram_gib else "any smaller card"
+        assert shown[:5] == [threshold, str(p.blocks_to_swap), p.load_device, str(p.force_offload).lower(),
+                             "on" if p.tiled_vae else "off"], p.name
