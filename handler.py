@@ -7,9 +7,11 @@ reaches it; the pipeline then interrupts its prompt in ComfyUI before the cancel
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from infinitetalk_worker.config import Settings, load_settings
+from infinitetalk_worker.errors import WorkerError
 from infinitetalk_worker.logs import setup_logging
 from infinitetalk_worker.pipeline import Pipeline, StartupState
 
@@ -43,6 +45,10 @@ def main() -> None:
     settings = load_settings()
     startup = run_startup_checks(settings) if settings.run_startup_checks else None
     reset_worker(settings, StartupState.from_report(startup))
+    try:  # read the GPU's memory now, before the first job (and log the choice); else on the first job
+        get_worker().memory_profile()
+    except WorkerError as exc:
+        logging.getLogger(__name__).warning("memory profile not chosen yet: %s", exc)
     runpod.serverless.start({"handler": handler})
 
 

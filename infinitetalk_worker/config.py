@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
+from .memory_profile import PROFILE_NAMES, parse_profile_setting
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # RunPod drops larger results (20 MB on /runsync, 10 MB on /run) and the client sees COMPLETED with nothing.
 RUNPOD_RESULT_CAP_BYTES = 20_000_000
@@ -152,6 +154,10 @@ class Settings:
         None, "WAN_ATTENTION_MODE",
         "attention kernel written into the workflows' `WanVideoModelLoader`: `sdpa` or `sageattn`; `auto` is `sdpa` "
         "when the worker runs without the entrypoint", shown_default="the workflow's own")
+    memory_profile: Annotated[str, BeforeValidator(parse_profile_setting)] = setting(
+        "auto", "MEMORY_PROFILE",
+        "block swap, offload and VAE tiling (see \"Memory\"): `auto` picks them from the GPU's memory at start; "
+        f"a name ({', '.join(f'`{n}`' for n in PROFILE_NAMES)}) forces that row; `workflow` keeps the workflow's own")
     allow_standin_models: bool = setting(
         False, "ALLOW_STANDIN_MODELS",
         "run on stand-in model weights (a CPU rehearsal); without it the start-up checks refuse to start when a model "

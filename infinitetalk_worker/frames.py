@@ -66,3 +66,57 @@ def frame_count(tracks: list[tuple[int, int]], mode: str, max_frame: int | None,
     while frames > 1 and node_frames(lengths, frames, mode) < frames:
         frames = node_frames(lengths, frames, mode)
     return max(1, frames)
+
+
+# -- the InfiniteTalk window loop (WanVideoSampler, nodes_sampler.py:2046-2478 at 6b286552) ----------------
+#
+# The first window makes ``window`` frames; each later one starts ``window - motion`` frames further on and
+# adds that many, until a window reaches the end of the audio embedding. Every decoded window is kept
+# (``gen_video_list``) in the VAE's precision (bf16 in the shipped workflows) and joined with ``torch.cat``
+# at the end; ``WanVideoDecode`` then hands on a float32 copy while ComfyUI still holds the bf16 original
+# as the sampler's output, and ``GetImageRangeFromBatch`` trims it with a view (KJNodes aa89c147).
+# ``VHS_VideoCombine`` converts frame by frame. So the host holds 2 + 4 bytes per channel value of every
+# generated frame at once, whatever the GPU.
+#
+# Video input adds the source: ``VHS_LoadVideo`` keeps its frames (float32, at the output size) for the
+# whole prompt, and ``WanVideoEncode`` (nodes.py:2136-2168) clones them and moves the whole clip to the
+# GPU in bf16, twice (``image * 2.0 - 1.0``), before the sampler starts: 4 bytes per value on the GPU.
+
+WINDOW_FRAMES = 81  # the shipped workflows' frame_window_size
+MOTION_FRAMES = 9  # the shipped workflows' motion_frame: frames each window carries over from the last
+HELD_BYTES_PER_VALUE = 2 + 4  # bf16 sampler output + WanVideoDecode's float32 copy, both alive until the end
+SOURCE_BYTES_PER_VALUE = 4  # VHS_LoadVideo's float32 frames, alive until the end (video input)
+ENCODE_GPU_BYTES_PER_VALUE = 2 + 2  # WanVideoEncode: the clip in bf16 on the GPU, and ``image * 2 - 1`` of it
+
+
+def window_size(frame_window_size: int) -> int:
+    """``WanVideoImageToVideoMultiTalk`` rounds the window down to 4n + 1 frames."""
+    return ((frame_window_size - 1) // 4) * 4 + 1
+
+
+def window_count(frames: int, window: int = WINDOW_FRAMES, motion: int = MOTION_FRAMES) -> int:
+    """How many windows the sampler runs for ``frames`` frames of audio embedding."""
+    if window >= frames:
+        return 1
+    return 1 + math.ceil((frames - window) / (window - motion))
+
+
+def generated_frames(frames: int, window: int = WINDOW_FRAMES, motion: int = MOTION_FRAMES) -> int:
+    """Frames the sampler decodes: whole windows, so the last one runs past the audio (trimmed later)."""
+    return window + (window_count(frames, window, motion) - 1) * (window - motion)
+
+
+def held_frame_bytes(frames: int, width: int, height: int, window: int = WINDOW_FRAMES,
+                     motion: int = MOTION_FRAMES, source_frames: int = 0) -> int:
+    """Host memory the video takes at its peak in the shipped graphs (RGB, see above).
+
+    ``source_frames``: frames of an input video (video-to-video), held beside the generated ones.
+    """
+    values = width * height * 3
+    generated = generated_frames(frames, window, motion) * values * HELD_BYTES_PER_VALUE
+    return generated + source_frames * values * SOURCE_BYTES_PER_VALUE
+
+
+def encode_gpu_bytes(source_frames: int, width: int, height: int) -> int:
+    """GPU memory ``WanVideoEncode`` takes for the source clip alone (video input)."""
+    return source_frames * width * height * 3 * ENCODE_GPU_BYTES_PER_VALUE

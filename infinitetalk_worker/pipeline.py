@@ -29,10 +29,20 @@ from .config import Settings, load_settings
 from .constants import FPS
 from .delivery import check_destination, deliver, video_metadata
 from .errors import WorkerError, WorkflowError
-from .frames import MAX_NODE_FRAMES
+from .frames import MAX_NODE_FRAMES, held_frame_bytes, window_count
 from .graph_edits import apply_request_edits, sampling_report, separates_vocals
 from .logs import current_job_id
 from .media import PreparedMedia, job_directory, prepare_media
+from .memory_profile import (
+    GIB,
+    WORKFLOW_PROFILE,
+    MemoryProfile,
+    choose_profile,
+    frames_memory_problem,
+    gpu_vram_gib,
+    ram_total,
+    window_settings,
+)
 from .presets import sampling_warnings
 from .progress import ProgressReporter
 from .request import JobRequest, is_probe, parse_request
@@ -49,6 +59,9 @@ class StartupState:
     missing_models: list[str] = field(default_factory=list)
     standin_models: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    memory_profile: MemoryProfile | None = None  # None: chosen from ComfyUI's /system_stats when first needed
+    ram_total: int | None = None  # bytes of RAM ComfyUI's machine has (None: unknown, not checked)
+    vram_gib: float | None = None  # the GPU's memory (None: unknown or no GPU, not checked)
 
     @classmethod
     def from_report(cls, report: Any) -> StartupState:
@@ -74,6 +87,7 @@ class JobPlan:
     vocal_separation: bool = True
     sampling: dict[str, Any] = field(default_factory=dict)
     graph_changes: list[str] = field(default_factory=list)
+    memory_profile: str = "workflow"
 
 
 class Pipeline:
@@ -117,6 +131,7 @@ class Pipeline:
     def readiness(self) -> dict[str, Any]:
         """The health probe: ready only when ComfyUI answers and every model file is there."""
         stats = self.client.system_stats(timeout_s=5)
+        profile = self.memory_profile(stats)
         answer: dict[str, Any] = {
             "ready": not self.startup.missing_models,
             "comfyui_version": (stats.get("system") or {}).get("comfyui_version"),
@@ -124,6 +139,7 @@ class Pipeline:
             "workflow_dir": str(self.settings.workflow_dir),
             "devices": [device.get("name") for device in stats.get("devices", [])],
             "text_to_speech": self.speech_engine is not None,  # jobs with text need it; uploads do not
+            "memory_profile": profile.name,
         }
         if self.startup.missing_models:
             answer["missing_models"] = list(self.startup.missing_models)
@@ -132,6 +148,16 @@ class Pipeline:
         if self.startup.versions:
             answer["versions"] = dict(self.startup.versions)
         return answer
+
+    def memory_profile(self, system_stats: dict[str, Any] | None = None) -> MemoryProfile:
+        """The profile in use: chosen once per process, from MEMORY_PROFILE or the GPU ComfyUI reports."""
+        if self.startup.memory_profile is None:
+            if system_stats is None:
+                system_stats = self.client.system_stats()
+            self.startup.memory_profile = choose_profile(self.settings.memory_profile, system_stats)
+            self.startup.ram_total = ram_total(system_stats)
+            self.startup.vram_gib = gpu_vram_gib(system_stats)
+        return self.startup.memory_profile
 
     def _refuse_without_models(self) -> None:
         missing = self.startup.missing_models
@@ -148,6 +174,7 @@ class Pipeline:
         progress = ProgressReporter(job, self.settings.progress_interval_s)
         check_destination(request, self.settings)
         progress.stage("preparing inputs")
+        await asyncio.to_thread(self.memory_profile)
         plan = await asyncio.to_thread(self.plan, request, job_dir, str(job.get("id") or "local"))
         inputs_done = time.monotonic()
         progress.use_graph(plan.graph, (plan.workflow.nodes_by_role.get("sampler") or [None])[0])
@@ -169,7 +196,11 @@ class Pipeline:
     # -- the parts render and the rehearsal share ------------------------------------------------
 
     def plan(self, request: JobRequest, job_dir: Path, job_id: str = "local") -> JobPlan:
-        """Inputs into the job directory, then the exact graph to submit (no ComfyUI call)."""
+        """Inputs into the job directory, then the exact graph to submit (no ComfyUI call).
+
+        The memory profile is the one already chosen (``run`` and ``render`` choose it); none yet means
+        the workflow's own memory settings.
+        """
         workflow = self.workflows[request.kind]
         separated = vocal_separation(request, workflow)  # before any download: it can refuse the job
         media = prepare_media(request, job_dir, self.settings)
@@ -177,7 +208,13 @@ class Pipeline:
         name = output_name(job_id)
         values = graph_values(request, media, seed, f"infinitetalk/{name}", self.settings.attention_mode,
                               separated=separated)
+        profile = self.startup.memory_profile or WORKFLOW_PROFILE  # run() chooses it before planning
+        values.update(profile.graph_values(request.explicit_fields))
         graph = patch_workflow(workflow, values, explicit_values(request))
+        problem = frames_memory_problem(graph, values["num_frames"], values["width"], values["height"],
+                                        self.startup.ram_total, self.startup.vram_gib)
+        if problem:
+            raise WorkerError(problem)
         apply_request_edits(graph, request, workflow.name, separated)
         sampling = sampling_report(graph)
         warnings = (request.warnings() + media.notes + _frame_warnings(values["num_frames"], media)
@@ -188,12 +225,13 @@ class Pipeline:
             warnings.append("This video was made with stand-in model weights (ALLOW_STANDIN_MODELS=true): its "
                             "picture is noise; it proves the job path, not the model.")
         return JobPlan(request, workflow, media, seed, name, graph, values["num_frames"], warnings, separated,
-                       sampling, changes)
+                       sampling, changes, profile.name)
 
     def _metadata(self, plan: JobPlan, video: Path, timings: dict[str, float | None]) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             "seed": plan.seed, "workflow": plan.workflow.name, "vocal_separation": plan.vocal_separation,
             "quality": plan.request.quality, **({"sampling": plan.sampling} if plan.sampling else {}),
+            "memory_profile": plan.memory_profile,
             **video_metadata(video),
             "timings": {k: round(v, 3) for k, v in timings.items() if v is not None},
         }
@@ -269,16 +307,35 @@ def output_name(job_id: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:8]}"
 
 
-def render(raw_input: Any, settings: Settings, job_dir: Path) -> JobPlan:
-    """The plan (and graph) the worker would submit for a job input; media files stay in ``job_dir``."""
+def render(raw_input: Any, settings: Settings, job_dir: Path, vram_gib: float | None = None) -> JobPlan:
+    """The plan (and graph) the worker would submit for a job input; media files stay in ``job_dir``.
+
+    ``vram_gib``: the card to render for (without it, and with MEMORY_PROFILE=auto, no ComfyUI is asked
+    and the graph keeps the workflow's own memory settings).
+    """
     request = parse_request(raw_input, settings.max_prompt_chars, settings.max_text_chars)
-    return Pipeline(settings).plan(request, job_dir, "render")
+    stats = {"devices": [{"type": "cuda", "vram_total": vram_gib * GIB}]} if vram_gib is not None else None
+    startup = StartupState(memory_profile=choose_profile(settings.memory_profile, stats), vram_gib=vram_gib)
+    return Pipeline(settings, startup).plan(request, job_dir, "render")
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("render", help="print the exact graph the worker would submit for a request")
     parser.add_argument("request", type=Path, help="a JSON file: the job input, or {'input': {...}}")
+    parser.add_argument("--vram-gb", type=_vram_gb, default=None, metavar="N",
+                        help="render for a GPU with N GiB of memory (the memory profile it gets)")
     parser.set_defaults(func=_render_command)
+
+
+def _vram_gb(text: str) -> float:
+    """--vram-gb: a positive number of GiB."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--vram-gb must be a positive number of GiB, not {text!r}")
+    return value
 
 
 def _render_command(args: argparse.Namespace) -> int:
@@ -286,7 +343,7 @@ def _render_command(args: argparse.Namespace) -> int:
     raw_input = document.get("input", document) if isinstance(document, dict) else document
     job_dir = Path(tempfile.mkdtemp(prefix="infinitetalk-render-"))
     try:
-        plan = render(raw_input, load_settings(), job_dir)
+        plan = render(raw_input, load_settings(), job_dir, args.vram_gb)
     except WorkerError as exc:
         shutil.rmtree(job_dir, ignore_errors=True)
         sys.stderr.write(f"error: {exc}\n")
@@ -294,12 +351,18 @@ def _render_command(args: argparse.Namespace) -> int:
     sys.stdout.write(json.dumps(plan.graph, indent=1) + "\n")
     width, height = plan.media.output_size
     sys.stderr.write(f"{plan.workflow.name}: {width}x{height}, {plan.frames} frames, seed {plan.seed}, "
-                     f"quality {plan.request.quality}\n")
+                     f"quality {plan.request.quality}, memory profile {plan.memory_profile}\n")
     speakers = speaker_report(plan.media)
     if speakers:
         sys.stderr.write(f"  speaker_boxes ({speakers['speaker_boxes_source']}): {speakers['speaker_boxes']}\n")
     if plan.sampling:
         sys.stderr.write("  sampling: " + ", ".join(f"{k} {v}" for k, v in plan.sampling.items()) + "\n")
+    windows = window_settings(plan.graph)
+    if windows:
+        source = plan.frames if plan.request.input_type == "video" else 0
+        held = held_frame_bytes(plan.frames, width, height, *windows, source_frames=source)
+        sys.stderr.write(f"  {window_count(plan.frames, *windows)} window(s) of {windows[0]} frames; the frames "
+                         f"take about {held / 1e9:.2f} GB of RAM at once\n")
     for line in plan.warnings + plan.graph_changes:
         sys.stderr.write(f"  {line}\n")
     sys.stderr.write(f"(derived media files kept in {job_dir})\n")

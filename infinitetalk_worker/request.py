@@ -222,7 +222,8 @@ class JobRequest(BaseModel):
     height: _whole(MIN_SIZE, MAX_SIZE) = _described(512, f"output height, rounded to a multiple of {SIZE_MULTIPLE}")
     max_frame: _whole(1, MAX_FRAMES) | None = _described(None, f"cap on the number of frames ({FPS} per second)",
                                                          "from the audio")
-    force_offload: Flag = _described(True, "offload the model between steps to save VRAM")
+    force_offload: Flag = _described(True, "move the model off the GPU after each job (frees VRAM; the next job "
+                                     "reloads it)", shown_default="the memory profile's")
     network_volume: Flag = _described(False, "return video_path on the network volume instead of Base64")
     seed: _whole(0, MAX_SEED) | None = _described(
         None, "the same seed and inputs give the same video; always reported back", "random")

@@ -64,9 +64,16 @@ ROLE_INPUTS: Final[dict[str, dict[str, dict[str, str]]]] = {
         },
         "ImageAddNoise": {"seed": "seed"},
     },
-    "model": {"WanVideoModelLoader": {"attention_mode": "attention_mode"}},
+    "model": {"WanVideoModelLoader": {"attention_mode": "attention_mode", "load_device": "load_device"}},
     "image_embeds": {"WanVideoImageToVideoMultiTalk": {
-        "force_offload": "force_offload", "motion_frame": "motion_frame", "colormatch": "colormatch"}},
+        "force_offload": "force_offload", "tiled_vae": "tiled_vae", "motion_frame": "motion_frame",
+        "colormatch": "colormatch"}},
+    # memory profile (memory_profile.py): block swap and VAE tiling
+    "block_swap": {"WanVideoBlockSwap": {"blocks_to_swap": "blocks_to_swap"}},
+    "vae_tiling": {
+        "WanVideoDecode": {"enable_vae_tiling": "enable_vae_tiling"},
+        "WanVideoEncode": {"enable_vae_tiling": "enable_vae_tiling"},
+    },
     "audio_embeds": {
         "MultiTalkWav2VecEmbeds": {"audio_scale": "audio_scale", "audio_cfg_scale": "audio_cfg_scale",
                                    "multi_audio_type": "multi_audio_type"},

@@ -23,6 +23,8 @@ def _other_value(name: str, default):
         return "/srv/a:/srv/b", [Path("/srv/a"), Path("/srv/b")]
     if name == "attention_mode":
         return "sageattn", "sageattn"
+    if name == "memory_profile":
+        return "48GB", "48gb"
     return "http://elsewhere:1234", "http://elsewhere:1234"
 
 

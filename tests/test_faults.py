@@ -230,7 +230,8 @@ def test_prompt_answered_with_503_html(tmp_path, inputs):
     finally:
         server.shutdown()
         server.server_close()
-    assert result == {"error": "ComfyUI refused the prompt with HTTP 503."}
+    # the job's first call to ComfyUI is /system_stats, for the memory profile
+    assert result == {"error": "ComfyUI answered GET /system_stats with HTTP 503."}
     assert list((tmp_path / "jobs").iterdir()) == []
 
 
@@ -243,7 +244,8 @@ def test_nothing_listening_fails_fast_and_asks_for_a_new_worker(tmp_path, inputs
     result = run(job(inputs))
     assert time.monotonic() - started < 5
     assert result["refresh_worker"] is True
-    assert result["error"].startswith(f"ComfyUI at {url} is not answering (POST /prompt failed: ConnectionError)")
+    # the job's first call to ComfyUI is /system_stats, for the memory profile
+    assert result["error"].startswith(f"ComfyUI at {url} is not answering (GET /system_stats failed: ConnectionError)")
     assert result["error"].endswith("torch.OutOfMemoryError: CUDA out of memory.")
 
 

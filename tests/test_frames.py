@@ -15,9 +15,13 @@ from infinitetalk_worker.frames import (
     MAX_NODE_FRAMES,
     embedded_samples,
     frame_count,
+    generated_frames,
+    held_frame_bytes,
     librosa_length,
     node_frames,
     torchaudio_length,
+    window_count,
+    window_size,
 )
 
 
@@ -66,3 +70,38 @@ def test_the_count_written_is_kept_by_the_node(mode):
         frames = frame_count(tracks, mode, rng.choice([None, rng.randint(1, 400)]), separated=True)
         lengths = [embedded_samples(n, r, True) for n, r in tracks]
         assert node_frames(lengths, frames, mode) == frames
+
+
+# -- the InfiniteTalk window loop: 81-frame windows, each after the first adding 81 - 9 = 72 frames --------
+
+
+@pytest.mark.parametrize("frames, windows, generated", [
+    (1, 1, 81), (81, 1, 81),  # one window, even for a single frame: the sampler always makes a whole one
+    (82, 2, 153), (154, 3, 225), (225, 3, 225),  # three windows: 81 + 72 + 72
+    (14337, 199, 14337), (14338, 200, 14409), (14409, 200, 14409),  # 200 windows
+])
+def test_windows_and_generated_frames(frames, windows, generated):
+    assert window_count(frames) == windows
+    assert generated_frames(frames) == generated
+
+
+def test_ten_minutes_of_audio_stop_at_the_nodes_10000_frames_in_139_windows():
+    frames = frame_count([(600 * 16000, 16000)], "para", None, separated=False)
+    assert frames == MAX_NODE_FRAMES
+    assert window_count(frames) == 139 and generated_frames(frames) == 10017
+
+
+def test_decoded_frames_held_at_once_grow_with_the_windows():
+    """bf16 sampler output + float32 copy = 6 bytes per RGB value of every generated frame."""
+    assert held_frame_bytes(1, 512, 512) == 81 * 512 * 512 * 3 * 6  # 0.38 GB
+    assert held_frame_bytes(225, 512, 512) == 225 * 512 * 512 * 3 * 6  # 1.06 GB
+    assert held_frame_bytes(14409, 512, 512) == 14409 * 512 * 512 * 3 * 6  # 68.0 GB
+
+
+def test_a_different_window_and_overlap_follow_the_nodes_rounding():
+    assert window_size(83) == 81 and window_size(81) == 81
+    assert window_count(300, window=81, motion=25) == 1 + -(-(300 - 81) // 56)
+
+
+def test_a_source_video_adds_its_float32_frames():
+    assert held_frame_bytes(225, 512, 512, source_frames=225) == 225 * 512 * 512 * 3 * (6 + 4)

@@ -1089,6 +1089,8 @@ class FakeComfyUI:
         self.interrupts: list[dict] = []
         self.queue_deletes: list[dict] = []
         self.frees: list[dict] = []
+        self.vram_total = 85_899_345_920  # bytes /system_stats reports for the GPU (80 GiB); tests change it
+        self.ram_total = 270_000_000_000  # bytes of RAM /system_stats reports; tests change it
         self.requests: list[tuple[str, str]] = []
         self.history: dict[str, dict] = {}
         self.died = threading.Event()
@@ -1387,14 +1389,14 @@ class FakeComfyUI:
 
     async def _system_stats(self, request: web.Request) -> web.Response:
         system = {
-            "os": "posix", "ram_total": 270_000_000_000, "ram_free": 250_000_000_000,
+            "os": "posix", "ram_total": self.ram_total, "ram_free": self.ram_total * 9 // 10,
             "comfyui_version": COMFYUI_VERSION, "required_frontend_version": "1.27.10",
             "installed_templates_version": "0.1.94", "required_templates_version": "0.1.94",
             "python_version": sys.version, "pytorch_version": "2.8.0+cu128", "embedded_python": False,
             "argv": ["main.py", "--listen", self.host, "--port", str(self.port)],
         }
         device = {"name": "cuda:0 Fake GPU : cudaMallocAsync", "type": "cuda", "index": 0,
-                  "vram_total": 85_899_345_920, "vram_free": 84_000_000_000, "torch_vram_total": 0,
+                  "vram_total": self.vram_total, "vram_free": self.vram_total - 1_900_000_000, "torch_vram_total": 0,
                   "torch_vram_free": 0}
         return web.json_response({"system": system, "devices": [device]})
 
