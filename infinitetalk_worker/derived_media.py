@@ -27,13 +27,18 @@ def make_soundtrack(paths: list[Path], mode: str, target: Path) -> Path:
         mixed = np.zeros((max(len(t) for t in tracks), 2), dtype=np.float32)
         for track in tracks:
             mixed[: len(track)] += track
-    pcm = (np.clip(mixed, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(target), "wb") as sink:
-        sink.setnchannels(2)
+    return write_wav(target, mixed, SOUNDTRACK_RATE)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """16-bit PCM WAV of float samples in -1..1: shape (n,) for mono, (n, channels) interleaved."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as sink:
+        sink.setnchannels(1 if pcm.ndim == 1 else pcm.shape[1])
         sink.setsampwidth(2)
-        sink.setframerate(SOUNDTRACK_RATE)
+        sink.setframerate(rate)
         sink.writeframes(pcm.tobytes())
-    return target
+    return path
 
 
 def _decode_stereo(path: Path) -> np.ndarray:

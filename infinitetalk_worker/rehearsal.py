@@ -29,6 +29,7 @@ import numpy as np
 
 from .config import REPO_ROOT, Settings, load_settings
 from .constants import FPS
+from .derived_media import write_wav
 from .pipeline import Pipeline
 from .request import ORDERS
 from .standin_graph import StandinRun
@@ -238,17 +239,6 @@ def decode_mono(path: Path, rate: int) -> np.ndarray:
             chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
         chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
-    import wave
-
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as sink:
-        sink.setnchannels(1)
-        sink.setsampwidth(2)
-        sink.setframerate(rate)
-        sink.writeframes(pcm.tobytes())
 
 
 # -- running ---------------------------------------------------------------------------------------

@@ -15,13 +15,13 @@ import logging
 import re
 import threading
 import time
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .derived_media import write_wav
 from .errors import InputError, WorkerError
 
 if TYPE_CHECKING:  # the request imports nothing heavy; this module is only imported by media
@@ -262,11 +262,5 @@ def _checked_length(key: str, audio: np.ndarray, settings: Settings) -> np.ndarr
 
 def _write(slot: str, key: str, voice: str, audio: np.ndarray, job_dir: Path) -> SpokenTrack:
     """16-bit mono WAV: the format an upload would most likely be, read back by the usual probe."""
-    path = job_dir / f"{slot}-speech.wav"
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as sink:
-        sink.setnchannels(1)
-        sink.setsampwidth(2)
-        sink.setframerate(SAMPLE_RATE)
-        sink.writeframes(pcm.tobytes())
+    path = write_wav(job_dir / f"{slot}-speech.wav", audio, SAMPLE_RATE)
     return SpokenTrack(slot, key, path, voice, len(audio) / SAMPLE_RATE)
