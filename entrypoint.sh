@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Container entry: start ComfyUI on loopback, wait for it (bounded; abort if it dies), run the
-# start-up checks, optionally warm the models, then replace this shell with the RunPod handler,
-# handing it every argument (e.g. --rp_serve_api --rp_api_host 0.0.0.0).
+# Container entry: start ComfyUI on loopback, decide the attention mode, optionally warm the models,
+# then replace this shell with the RunPod handler, handing it every argument (e.g. --rp_serve_api
+# --rp_api_host 0.0.0.0). The handler loads while ComfyUI still loads its nodes; it then waits for
+# ComfyUI (COMFYUI_START_TIMEOUT_S; ComfyUI stays its child, so a crash is seen at once), runs the
+# start-up checks and takes jobs; on any failure it stops ComfyUI and exits
+# (infinitetalk_worker/comfyui_process.py).
 #
 # Every path and command below has an image default and an environment override, so the same
 # script runs outside the image: COMFYUI_DIR, COMFYUI_PYTHON, WORKER_PYTHON, COMFYUI_PORT,
@@ -22,7 +25,7 @@ RUN_STARTUP_CHECKS=${RUN_STARTUP_CHECKS:-true}
 WARM_MODELS=${WARM_MODELS:-false}
 WORKFLOW_DIR=${WORKFLOW_DIR:-$APP_DIR/workflows}
 COMFYUI_URL="http://127.0.0.1:${COMFYUI_PORT}"
-export COMFYUI_DIR COMFYUI_PORT COMFYUI_LOG_FILE WORKFLOW_DIR COMFYUI_URL
+export COMFYUI_DIR COMFYUI_PORT COMFYUI_LOG_FILE COMFYUI_START_TIMEOUT_S WORKFLOW_DIR COMFYUI_URL
 
 say() { echo "entrypoint: $*" >&2; }
 
@@ -83,40 +86,14 @@ start_attention_probe() {
     attention_pid=$!
 }
 
-comfyui_answers() {
-    # Any HTTP answer below 500 means the server is up: ComfyUI listens only after loading its nodes.
-    "$COMFYUI_PYTHON" - "$COMFYUI_URL/system_stats" <<'PY' >/dev/null 2>&1
-import sys
-import urllib.error
-import urllib.request
-
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-try:
-    opener.open(sys.argv[1], timeout=2)
-except urllib.error.HTTPError as exc:
-    sys.exit(0 if exc.code < 500 else 1)
-except Exception:
-    sys.exit(1)
-PY
-}
-
-wait_for_comfyui() {
-    local deadline=$((SECONDS + COMFYUI_START_TIMEOUT_S)) status
-    until comfyui_answers; do
-        if ! kill -0 "$comfyui_pid" 2>/dev/null; then
-            status=0
-            wait "$comfyui_pid" || status=$?
-            comfyui_pid=""
-            fail "ComfyUI exited with status $status before answering on $COMFYUI_URL;" \
-                "its log is above and in $COMFYUI_LOG_FILE"
-        fi
-        if [ "$SECONDS" -gt "$deadline" ]; then  # strictly after: SECONDS counts whole seconds
-            fail "ComfyUI did not answer on $COMFYUI_URL within" \
-                "COMFYUI_START_TIMEOUT_S=${COMFYUI_START_TIMEOUT_S} s; its log is above and in $COMFYUI_LOG_FILE"
-        fi
-        sleep 1
-    done
-    say "ComfyUI answers on $COMFYUI_URL after ${SECONDS} s"
+# A ComfyUI that already died is this shell's to report: its exit status does not survive the exec.
+comfyui_still_running() {
+    local status=0
+    kill -0 "$comfyui_pid" 2>/dev/null && return 0
+    wait "$comfyui_pid" || status=$?
+    comfyui_pid=""
+    fail "ComfyUI exited with status $status before answering on $COMFYUI_URL;" \
+        "its log is above and in $COMFYUI_LOG_FILE"
 }
 
 settle_attention_mode() {
@@ -136,24 +113,6 @@ settle_attention_mode() {
     export WAN_ATTENTION_MODE
 }
 
-run_startup_checks() {
-    if ! enabled RUN_STARTUP_CHECKS "$RUN_STARTUP_CHECKS"; then
-        say "start-up checks skipped (RUN_STARTUP_CHECKS=$RUN_STARTUP_CHECKS)"
-        return
-    fi
-    local status=0
-    (cd "$APP_DIR" && "$WORKER_PYTHON" -m infinitetalk_worker check) || status=$?
-    case "$status" in
-        # They just passed against this very ComfyUI: the handler need not repeat them.
-        0) export RUN_STARTUP_CHECKS=false ;;
-        # Only model files are missing: exiting would make RunPod restart the worker forever. The
-        # handler runs the checks again, answers {"test": true} with ready: false and the missing
-        # files, and fails each job with a sentence saying what to mount or download.
-        3) say "WARNING: model files are missing (listed above); the worker starts but is not ready" ;;
-        *) fail "the start-up checks failed (python -m infinitetalk_worker check); see the message above" ;;
-    esac
-}
-
 warm_models() {
     enabled WARM_MODELS "$WARM_MODELS" || return 0
     (cd "$APP_DIR" && "$WORKER_PYTHON" -m infinitetalk_worker warm-models --only-used-by "$WORKFLOW_DIR") ||
@@ -165,10 +124,10 @@ main() {
     trap stop_children EXIT
     start_comfyui
     start_attention_probe
-    wait_for_comfyui
+    # Both run while ComfyUI loads its nodes; so does the handler's own start (imports, settings).
     settle_attention_mode
-    run_startup_checks
     warm_models
+    comfyui_still_running
     trap - EXIT
     say "starting the handler (WAN_ATTENTION_MODE=$WAN_ATTENTION_MODE)"
     cd "$APP_DIR"

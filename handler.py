@@ -39,11 +39,11 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     from infinitetalk_worker.runpod_sdk import runpod
-    from infinitetalk_worker.startup_checks import run_startup_checks
+    from infinitetalk_worker.startup_checks import checks_before_serving
 
     setup_logging()
     settings = load_settings()
-    startup = run_startup_checks(settings) if settings.run_startup_checks else None
+    startup = checks_before_serving(settings)
     reset_worker(settings, StartupState.from_report(startup))
     try:  # read the GPU's memory now, before the first job (and log the choice); else on the first job
         get_worker().memory_profile()

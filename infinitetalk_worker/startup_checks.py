@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .comfyui_process import ComfyUIStartError, StartedComfyUI
 from .config import Settings, load_settings
 from .node_lock import (
     LockError,
@@ -83,6 +84,23 @@ def run_startup_checks(settings: Settings) -> StartupReport:
     log.info("Start-up checks passed: ComfyUI at %s matches the node lock and has every model file.",
              settings.comfyui_url)
     return report
+
+
+def checks_before_serving(settings: Settings) -> StartupReport | None:
+    """The handler's start: wait for the entrypoint's ComfyUI, then run the checks (when enabled).
+
+    A failure ends the process with status 1 and stops that ComfyUI; no job is taken.
+    """
+    comfyui = StartedComfyUI.from_environment(settings.comfyui_url)
+    try:
+        if comfyui is not None:
+            comfyui.wait_until_answering()
+        return run_startup_checks(settings) if settings.run_startup_checks else None
+    except (ComfyUIStartError, StartupCheckError) as exc:
+        log.error("%s", exc)
+        if comfyui is not None:
+            comfyui.stop()
+        raise SystemExit(1) from None
 
 
 def startup_problems(settings: Settings, report: StartupReport | None = None) -> list[str]:

@@ -82,6 +82,15 @@ print("Traceback (most recent call last):\\nRuntimeError: CUDA driver initializa
 sys.exit(3)
 """
 
+# Dies while the handler is already waiting for it (after the entrypoint's exec).
+LATE_DYING_COMFYUI = """
+import sys, time
+print("stand-in ComfyUI: loading nodes", flush=True)
+time.sleep(4)
+print("RuntimeError: out of memory while loading custom nodes", flush=True)
+sys.exit(5)
+"""
+
 HANGING_COMFYUI = """
 import json, os, sys, time
 with open(os.path.join(os.environ["STANDIN_RECORD"], "comfyui.json"), "w") as f:
@@ -99,11 +108,10 @@ fake, root = os.environ["STANDIN_FAKE_COMFYUI"], os.environ["STANDIN_FAKE_ROOT"]
 os.execv(sys.executable, [sys.executable, fake, "--port", port, "--root", root])
 """
 
-# Stands in for WORKER_PYTHON: records each call; `check` answers STANDIN_CHECK_STATUS, the handler
-# records its arguments, environment and working directory; anything else goes to the real Python.
+# Stands in for WORKER_PYTHON: records each call; the handler records its arguments, environment and
+# working directory; anything else goes to the real Python.
 STANDIN_WORKER = """#!/usr/bin/env bash
 printf '%s\\n' "$*" >>"$STANDIN_RECORD/worker_calls"
-if [ "$1 $2 $3" = "-m infinitetalk_worker check" ]; then exit "${STANDIN_CHECK_STATUS:-0}"; fi
 if [ "$1 $2 $3" = "-m infinitetalk_worker warm-models" ]; then exit 0; fi
 if [ "$1" = "-u" ] && [ "${2##*/}" = "handler.py" ]; then
     shift 2
@@ -161,7 +169,12 @@ class Run:
         return status, self.output.read_text(), time.monotonic() - started
 
     def comfyui(self) -> dict:
-        return json.loads((self.record / "comfyui.json").read_text())
+        """The stand-in ComfyUI's record (it may still be starting when a stand-in handler has returned)."""
+        path = self.record / "comfyui.json"
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return json.loads(path.read_text())
 
     def worker_calls(self) -> list[str]:
         path = self.record / "worker_calls"
@@ -206,7 +219,7 @@ def runs():
 # ---------------------------------------------------------------- the happy path
 
 
-def test_the_handler_starts_after_comfyui_answers_with_the_arguments_given(runs, tmp_path):
+def test_the_handler_is_started_with_the_arguments_given_while_comfyui_loads(runs, tmp_path):
     run = runs(tmp_path, SERVING_COMFYUI, COMFYUI_ARGS="--cpu --preview-method none")
 
     status, output, _ = run.run("--rp_serve_api", "--rp_api_host", "0.0.0.0")
@@ -221,44 +234,34 @@ def test_the_handler_starts_after_comfyui_answers_with_the_arguments_given(runs,
     assert env["COMFYUI_URL"] == f"http://127.0.0.1:{run.port}"
     assert env["WORKFLOW_DIR"] == str(tmp_path)
     assert env["WAN_ATTENTION_MODE"] == "sdpa"  # no SageAttention in this Python
-    assert int(env["COMFYUI_PID"]) == comfyui["pid"]
+    assert int(env["COMFYUI_PID"]) == comfyui["pid"], "the handler waits for this ComfyUI"
+    assert env["COMFYUI_START_TIMEOUT_S"] == "600"
     assert "stand-in ComfyUI: loading nodes" in Path(env["COMFYUI_LOG_FILE"]).read_text()
     calls = run.worker_calls()
-    assert calls[0] == "-m infinitetalk_worker check"
-    assert calls[-1].startswith("-u ") and calls[-1].endswith("handler.py --rp_serve_api --rp_api_host 0.0.0.0")
-    assert env["RUN_STARTUP_CHECKS"] == "false", "checks that just passed are not repeated by the handler"
+    assert len(calls) == 1, "the handler is the only worker process: it runs the start-up checks itself"
+    assert calls[0].startswith("-u ") and calls[0].endswith("handler.py --rp_serve_api --rp_api_host 0.0.0.0")
+    assert env.get("RUN_STARTUP_CHECKS", "true") == "true", "the handler runs the checks"
 
 
-def test_failing_startup_checks_abort_and_stop_comfyui(runs, tmp_path):
-    run = runs(tmp_path, SERVING_COMFYUI, STANDIN_CHECK_STATUS="1")
+def test_failing_startup_checks_end_the_handler_and_stop_comfyui(runs, tmp_path):
+    # The real handler against a ComfyUI without WanVideoWrapper's nodes (it answers {} for /object_info).
+    run = runs(tmp_path, SERVING_COMFYUI, WORKER_PYTHON=sys.executable, WORKFLOW_DIR=str(SMOKE_WORKFLOWS))
 
-    status, output, _ = run.run()
+    status, output, _ = run.run("--rp_serve_api", "--rp_api_port", str(_free_port()))
 
-    assert status != 0
-    assert "start-up checks failed" in output
-    assert not (run.record / "handler_args").exists()
+    assert status == 1, output
+    assert "Start-up checks failed" in output
+    assert "--- Starting Serverless Worker" not in output, "no job may be taken"
     assert _wait_until_dead(run.comfyui()["pid"]), "ComfyUI must not outlive a failed start"
 
 
-def test_missing_models_alone_start_the_handler_which_checks_again_and_reports_them(runs, tmp_path):
-    run = runs(tmp_path, SERVING_COMFYUI, STANDIN_CHECK_STATUS="3")
-
-    status, output, _ = run.run()
-
-    assert status == 0, output
-    assert "model files are missing (listed above); the worker starts but is not ready" in output
-    assert (run.record / "handler_args").exists()
-    assert run.handler_env().get("RUN_STARTUP_CHECKS", "true") == "true", "the handler must learn what is missing"
-
-
 def test_startup_checks_can_be_skipped(runs, tmp_path):
-    run = runs(tmp_path, SERVING_COMFYUI, RUN_STARTUP_CHECKS="false", STANDIN_CHECK_STATUS="1")
+    run = runs(tmp_path, SERVING_COMFYUI, RUN_STARTUP_CHECKS="false")
 
     status, output, _ = run.run()
 
     assert status == 0, output
-    assert not any(" check" in call for call in run.worker_calls())
-    assert (run.record / "handler_args").exists()
+    assert run.handler_env()["RUN_STARTUP_CHECKS"] == "false"
 
 
 def test_models_are_warmed_only_when_asked(runs, tmp_path):
@@ -273,28 +276,39 @@ def test_models_are_warmed_only_when_asked(runs, tmp_path):
 # ---------------------------------------------------------------- failures at start
 
 
-def test_a_comfyui_that_dies_at_start_aborts_at_once_with_its_status(runs, tmp_path):
-    run = runs(tmp_path, DYING_COMFYUI, COMFYUI_START_TIMEOUT_S="300")
+def test_a_comfyui_that_dies_at_start_ends_the_handler_at_once_with_its_status(runs, tmp_path):
+    run = runs(tmp_path, DYING_COMFYUI, WORKER_PYTHON=sys.executable, COMFYUI_START_TIMEOUT_S="300")
 
     status, output, elapsed = run.run()
 
-    assert status != 0
+    assert status == 1, output
     assert "ComfyUI exited with status 3 before answering" in output
     assert "CUDA driver initialization failed" in output, "ComfyUI's own output reaches the container log"
     assert elapsed < 30, "a dead ComfyUI must not be waited for until the bound"
-    assert not (run.record / "handler_args").exists()
+    assert "--- Starting Serverless Worker" not in output
 
 
-def test_a_comfyui_that_never_answers_aborts_after_the_bound(runs, tmp_path):
-    run = runs(tmp_path, HANGING_COMFYUI, COMFYUI_START_TIMEOUT_S="3")
+def test_a_comfyui_that_dies_while_the_handler_waits_ends_it_with_comfyuis_status(runs, tmp_path):
+    run = runs(tmp_path, LATE_DYING_COMFYUI, WORKER_PYTHON=sys.executable, COMFYUI_START_TIMEOUT_S="300")
 
     status, output, elapsed = run.run()
 
-    assert status != 0
-    assert "did not answer" in output and "COMFYUI_START_TIMEOUT_S=3" in output
+    assert status == 1, output
+    assert output.index("starting the handler") < output.index("out of memory"), "died after the exec"
+    assert "ComfyUI exited with status 5 before answering" in output
+    assert elapsed < 30
+
+
+def test_a_comfyui_that_never_answers_ends_the_handler_after_the_bound_and_is_stopped(runs, tmp_path):
+    run = runs(tmp_path, HANGING_COMFYUI, WORKER_PYTHON=sys.executable, COMFYUI_START_TIMEOUT_S="3")
+
+    status, output, elapsed = run.run()
+
+    assert status == 1, output
+    assert "did not answer" in output and "COMFYUI_START_TIMEOUT_S=3 s" in output
     assert 3 <= elapsed < 30
     assert _wait_until_dead(run.comfyui()["pid"]), "the hung ComfyUI is stopped"
-    assert not (run.record / "handler_args").exists()
+    assert "--- Starting Serverless Worker" not in output
 
 
 @pytest.mark.parametrize(
