@@ -18,6 +18,7 @@ import pytest
 from infinitetalk_worker import model_download
 from infinitetalk_worker.model_download import (
     CACHE_NAME,
+    SHA256_PATTERN,
     ModelDownloadError,
     auth_headers,
     download_models,
@@ -341,18 +342,14 @@ def test_a_file_placed_by_hand_that_differs_from_the_record_is_replaced_by_the_r
 
 def test_the_shipped_manifest_pins_every_url_to_a_revision_and_records_sizes_and_hashes():
     rows = json.loads((REPO_ROOT / "workflows" / "models.json").read_text())
-    # The text-to-speech files (issue 13): no revision of their Hugging Face mirror could be looked up where
-    # they were added, so they follow main until someone pins them; their hashes are recorded at first download.
-    unpinned = {"kokoro-v1.0.onnx", "voices-v1.0.bin"}
+    hub = r"https://huggingface\.co/[\w.-]+/[\w.-]+/resolve/[0-9a-f]{40}/(.+/)?"
+    # Kokoro's ONNX files come from the kokoro-onnx project's own release (no revision of a hub mirror is on record).
+    release = r"https://github\.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1\.0/"
     for row in rows:
-        revision = "main" if row["file"] in unpinned else "[0-9a-f]{40}"
-        pattern = rf"https://huggingface\.co/[\w.-]+/[\w.-]+/resolve/{revision}/(.+/)?" + re.escape(row["file"])
-        assert re.fullmatch(pattern, row["url"]), row["url"]
-    # No public record of these was found; download-models records them at the first download.
-    assert {row["file"] for row in rows if row["sha256"] is None} == {
-        "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors", "MelBandRoformer_fp16.safetensors", *unpinned}
-    assert {row["file"] for row in rows if row["size"] is None} == {
-        "Wan2_1-InfiniteTalk-Multi_fp8_e4m3fn_scaled_KJ.safetensors", *unpinned}
+        prefix = release if row["folder"] == "kokoro" else hub
+        assert re.fullmatch(prefix + re.escape(row["file"]), row["url"]), row["url"]
+        assert SHA256_PATTERN.match(row["sha256"] or ""), f"{row['file']} has no SHA-256"
+        assert isinstance(row["size"], int) and row["size"] > 0, f"{row['file']} has no size"
 
 
 def test_only_files_named_by_the_workflows_are_selected(server, tmp_path):
