@@ -1,4 +1,9 @@
-"""Files the worker makes from the inputs for two-speaker graphs: the soundtrack and the speaker masks."""
+"""Files the worker makes from the inputs: the soundtrack (every job) and the speaker masks (two speakers).
+
+The soundtrack is always 48 kHz: VideoHelperSuite pads the sound and cuts it with ffmpeg's ``-shortest``,
+which overruns the picture by whole AAC frames, and at an upload's 16 kHz a frame is 64 ms (0.25 s too
+long for 1.5 s of speech in the rehearsal; at 48 kHz within a frame of the picture).
+"""
 
 from __future__ import annotations
 

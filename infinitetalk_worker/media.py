@@ -3,8 +3,8 @@
 A source is a path under an allowed root (``input_paths``), an http(s) URL on a public address
 (``downloads``), or Base64 with or without a ``data:`` prefix (``base64_input``). Content is judged
 from the bytes, never from a name or a MIME claim (``probe``), and every read is bounded in size and
-time so no request can exhaust the disk, memory or clock. Two-speaker jobs also get a soundtrack and
-speaker masks (``derived_media``). This module puts those stages together.
+time so no request can exhaust the disk, memory or clock. Every job also gets a soundtrack (the voices as
+48 kHz stereo) and two-speaker jobs speaker masks (``derived_media``). This module puts those stages together.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ def _prepare(request: JobRequest, job_dir: Path, settings: Settings) -> Prepared
     media.output_size = _output_size(request, media)
     if request.person_count == "multi":
         _prepare_speakers(request, media, job_dir)
+    else:  # the upload's own rate can be low: AAC at 16 kHz overruns the picture by up to 0.25 s in VHS's mux
+        media.files["soundtrack"] = make_soundtrack([media.files["audio_1"]], "para", job_dir / "soundtrack.wav")
     return media
 
 

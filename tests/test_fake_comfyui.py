@@ -703,7 +703,9 @@ def test_production_i2v_graph_frames_follow_the_audio_node_and_size_the_resize_n
         fake_comfy, tmp_path, seconds, num_frames, expected, windows):
     graph = production_graph("i2v_single.json")
     only(graph, "LoadImage")["image"] = str(write_png(tmp_path / "face.png", (300, 200)))
-    only(graph, "LoadAudio")["audio"] = str(write_wav(tmp_path / "voice.wav", seconds))
+    voice = str(write_wav(tmp_path / "voice.wav", seconds))
+    for load in (n["inputs"] for n in graph.values() if n["class_type"] == "LoadAudio"):  # the voice, the soundtrack
+        load["audio"] = voice
     only(graph, "ImageResizeKJv2").update(width=200, height=120)  # divisible_by 16: 192 x 112
     only(graph, "MultiTalkWav2VecEmbeds")["num_frames"] = num_frames
     sampler_id = next(i for i, n in graph.items() if n["class_type"] == "WanVideoSampler")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import wave
 import subprocess
 import sys
 from dataclasses import replace
@@ -102,6 +103,7 @@ def test_production_graphs_on_stand_ins_get_exactly_the_cpu_changes(tmp_path, in
     pipeline = Pipeline(settings)
     from infinitetalk_worker.request import parse_request
 
+    (tmp_path / "job").mkdir()
     plan = pipeline.plan(parse_request(job(inputs, prompt="hello there"), 2000), tmp_path / "job")
     baseline = json.loads((REPO_ROOT / "workflows" / "i2v_single.json").read_text())
     changed = {(node_id, name) for node_id, node in plan.graph.items() for name, value in node["inputs"].items()
@@ -118,6 +120,7 @@ def test_stand_in_cache_needs_the_comfyui_folder(tmp_path, inputs):
     from infinitetalk_worker.request import parse_request
 
     with pytest.raises(WorkerError, match="COMFYUI_DIR"):
+        (tmp_path / "job").mkdir()
         Pipeline(settings).plan(parse_request(job(inputs), 2000), tmp_path / "job")
 
 
@@ -171,3 +174,21 @@ def test_render_prints_the_speaker_regions_and_where_they_came_from(tmp_path, in
     assert done.returncode == 0, done.stderr
     line = next(line for line in done.stderr.splitlines() if "speaker_boxes" in line)
     assert line.startswith("  speaker_boxes (auto): [[0.1289, 0.0, 0.44") and "0.9328, 0.6005]]" in line
+
+
+@pytest.mark.parametrize("workflows", [REPO_ROOT / "workflows", SMOKE])
+def test_a_single_speaker_video_gets_the_voice_as_a_48_khz_soundtrack(tmp_path, inputs, workflows):
+    # At the upload's 16 kHz, VideoHelperSuite's mux (apad, -shortest, AAC) made the rehearsal's soundtrack
+    # 1.728 s long for 1.5 s of speech; at 48 kHz it ends within a frame of the picture.
+    from infinitetalk_worker.pipeline import render
+
+    settings = Settings(workflow_dir=workflows, allowed_input_roots=[inputs], job_root=tmp_path)
+    (tmp_path / "job").mkdir()
+    plan = render(job(inputs), settings, tmp_path / "job")
+
+    combine = next(node for node in plan.graph.values() if node["class_type"] == "VHS_VideoCombine")
+    source = plan.graph[combine["inputs"]["audio"][0]]
+    assert source["class_type"] == "LoadAudio"
+    with wave.open(source["inputs"]["audio"]) as track:
+        assert (track.getframerate(), track.getnchannels()) == (48000, 2)
+        assert track.getnframes() / 48000 == pytest.approx(1.5, abs=1 / 48000)

@@ -131,8 +131,8 @@ def test_soundtrack_is_the_users_own_audio(name):
     _, combine = only(graph, "VHS_VideoCombine")
     soundtrack = source(graph, combine["inputs"]["audio"])
     assert soundtrack["class_type"] == "LoadAudio"
-    expected_role = "soundtrack" if KINDS[name][1] == "multi" else "audio_1"
-    assert expected_role in roles_of(soundtrack)
+    # The worker's 48 kHz soundtrack, for one speaker too: the upload's own rate may be 16 kHz (derived_media).
+    assert "soundtrack" in roles_of(soundtrack)
 
 
 @production
@@ -224,8 +224,7 @@ def test_manifest_lists_exactly_the_model_files_the_workflows_name():
     assert {(folder, file) for folder, file in MODELS if folder in WORKER_FOLDERS} == {
         (MODEL_FOLDER, MODEL_FILE), (MODEL_FOLDER, VOICES_FILE)}
     rows = json.loads(DEFAULT_MANIFEST_PATH.read_text())
-    assert all(row["url"].startswith("https://huggingface.co/") and row["url"].endswith("/" + row["file"])
-               for row in rows)
+    assert all(row["url"].startswith("https://") and row["url"].endswith("/" + row["file"]) for row in rows)
 
 
 # ---------------------------------------------------------------- rendered for requests
