@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from infinitetalk_worker.presets import ACCELERATORS, QUALITY
+from infinitetalk_worker.request import COLORMATCH
+from infinitetalk_worker.sizing import BUCKET_ALIASES, BUCKET_AREAS
 from testsupport.media_factory import make_image, make_video, make_wav
 
 OPTIONS = {
@@ -21,6 +24,22 @@ CASES = [
         ({**OPTIONS, **MULTI_OPTIONS}, {"multi_audio_type": "add"}) if people == "multi" else ())
 ]
 CASE_IDS = [f"{k}-{p}-{'+'.join(sorted(e)) or 'defaults'}" for k, p, e in CASES]
+
+# Every preset and option of the request model, each on its own (issue 11): the graph each one writes.
+KINDS = [(kind, people) for kind in ("image", "video") for people in ("single", "multi")]
+OPTION_CASES = (
+    [(k, p, {"quality": quality}) for quality in QUALITY for k, p in KINDS]
+    + [("image", "single", {"resolution": name}) for name in (*BUCKET_AREAS, *BUCKET_ALIASES)]
+    + [("video", "multi", {"resolution": "480p"})]
+    + [("image", "single", {"colormatch": choice}) for choice in COLORMATCH]
+    + [(k, p, {"acceleration": name}) for name in ACCELERATORS for k, p in (("image", "single"), ("video", "multi"))]
+    + [("image", "single", {"acceleration": name, "acceleration_threshold": ACCELERATORS[name].max_threshold})
+       for name in ACCELERATORS]
+    + [(k, p, {"audio_cfg_scale": 4.0, "motion_frame": 25}) for k, p in KINDS]
+    + [(k, p, {"separate_vocals": False}) for k, p in KINDS]
+)
+OPTION_CASE_IDS = [f"{k}-{p}-" + "+".join(f"{key}={value}" for key, value in sorted(e.items()))
+                   for k, p, e in OPTION_CASES]
 SPEECH_1_S, SPEECH_2_S = 0.8, 0.6
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import wave
 import subprocess
 import sys
+import wave
 from dataclasses import replace
 from pathlib import Path
 

@@ -11,6 +11,8 @@ from PIL import Image
 from request_cases import (
     CASE_IDS,
     CASES,
+    OPTION_CASE_IDS,
+    OPTION_CASES,
     SPEECH_1_S,
     SPEECH_2_S,
     case_input,
@@ -239,7 +241,7 @@ def media(tmp_path):
 
 
 @pytest.mark.parametrize("workflow_dir", [WORKFLOWS, SMOKE], ids=["production", "smoke"])
-@pytest.mark.parametrize("kind, people, extra", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("kind, people, extra", CASES + OPTION_CASES, ids=CASE_IDS + OPTION_CASE_IDS)
 def test_rendered_graph_is_valid(tmp_path, media, workflow_dir, kind, people, extra):
     if workflow_dir == SMOKE:  # the CPU stand-ins have no sampler settings and refuse them by design
         extra = {key: value for key, value in extra.items() if key in SMOKE_ACCEPTS}
@@ -248,14 +250,14 @@ def test_rendered_graph_is_valid(tmp_path, media, workflow_dir, kind, people, ex
     job_dir = tmp_path / "job"
     job_dir.mkdir()
 
-    graph = render(raw, settings, job_dir).graph
+    plan = render(raw, settings, job_dir)
 
-    assert [str(p) for p in validate_graph(graph, LOCK, MODELS, "rendered")] == []
+    assert [str(p) for p in validate_graph(plan.graph, LOCK, MODELS, "rendered")] == []
     if workflow_dir == WORKFLOWS:
-        _check_rendered_values(graph, raw)
+        _check_rendered_values(plan.graph, raw, plan.media.output_size)
 
 
-def _check_rendered_values(graph: dict, raw: dict) -> None:
+def _check_rendered_values(graph: dict, raw: dict, size: tuple[int, int]) -> None:
     _, sampler = only(graph, "WanVideoSampler")
     _, embeds = only(graph, "MultiTalkWav2VecEmbeds")
     for key in ("seed", "steps", "cfg", "shift"):
@@ -267,7 +269,9 @@ def _check_rendered_values(graph: dict, raw: dict) -> None:
         assert embeds["inputs"]["multi_audio_type"] == raw["multi_audio_type"]
     seconds = SPEECH_1_S + SPEECH_2_S if raw.get("multi_audio_type") == "add" else SPEECH_1_S
     assert embeds["inputs"]["num_frames"] == min(round(seconds * 25), raw.get("max_frame", 10**6))
-    width, height = raw.get("width", 512), raw.get("height", 512)
+    width, height = size
+    if "resolution" not in raw:  # with a resolution the bucket sets it (tests/test_sizing.py)
+        assert size == (raw.get("width", 512), raw.get("height", 512))
     for _, mask in with_role(graph, "speaker_mask_1") + with_role(graph, "speaker_mask_background"):
         with Image.open(mask["inputs"]["image"]) as image:
             assert image.size == (width, height)
