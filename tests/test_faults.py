@@ -203,12 +203,23 @@ def test_prompt_refused_without_node_errors_quotes_comfyuis_reason(fake_comfy, t
 
 
 class _Unavailable(http.server.BaseHTTPRequestHandler):
-    """Something that is not ComfyUI on its port: a proxy or a half-started server answering 503."""
+    """Something that is not ComfyUI on its port: a proxy or a half-started server answering 503.
+
+    ``healthy_stats``: /system_stats answers as a CPU-only ComfyUI does, so the 503 reaches POST /prompt.
+    """
+
+    healthy_stats = False
 
     def _answer(self) -> None:
-        body = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
-        self.send_response(503)
-        self.send_header("Content-Type", "text/html")
+        if self.healthy_stats and self.path.startswith("/system_stats"):
+            self._send(200, "application/json", json.dumps({"system": {"comfyui_version": "0.3.64"},
+                                                             "devices": [{"type": "cpu", "vram_total": 0}]}).encode())
+            return
+        self._send(503, "text/html", b"<html><body><h1>503 Service Unavailable</h1></body></html>")
+
+    def _send(self, status: int, kind: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -219,8 +230,14 @@ class _Unavailable(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_prompt_answered_with_503_html(tmp_path, inputs):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+@pytest.mark.parametrize("failing, error", [
+    # the job's first call to ComfyUI is /system_stats, for the memory profile
+    ("/system_stats", "ComfyUI answered GET /system_stats with HTTP 503."),
+    ("/prompt", "ComfyUI refused the prompt with HTTP 503."),
+])
+def test_comfyui_answered_with_503_html(tmp_path, inputs, failing, error):
+    unavailable = type("Unavailable", (_Unavailable,), {"healthy_stats": failing != "/system_stats"})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), unavailable)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         handler_module.reset_worker(base_settings(f"http://127.0.0.1:{server.server_address[1]}", tmp_path, inputs))
@@ -230,8 +247,7 @@ def test_prompt_answered_with_503_html(tmp_path, inputs):
     finally:
         server.shutdown()
         server.server_close()
-    # the job's first call to ComfyUI is /system_stats, for the memory profile
-    assert result == {"error": "ComfyUI answered GET /system_stats with HTTP 503."}
+    assert result == {"error": error}
     assert list((tmp_path / "jobs").iterdir()) == []
 
 
