@@ -86,6 +86,15 @@ def test_a_truncated_soundtrack_fails(tmp_path, single):
     assert any("soundtrack is 1.2" in p for p in check_result(case, raw, {"frames": 37}, video))
 
 
+def test_with_max_frame_the_soundtrack_ends_with_the_picture(tmp_path, single):
+    case, raw, voice = single
+    raw = {**raw, "max_frame": 25}
+    cut = encode_mp4(tmp_path / "cut.mp4", 25, (128, 128), voice[: RATE])
+    assert check_result(case, raw, {"frames": 25}, cut) == []
+    whole = encode_mp4(tmp_path / "whole.mp4", 25, (128, 128), voice)  # sound running on after the picture
+    assert any("soundtrack is 1.5" in p for p in check_result(case, raw, {"frames": 25}, whole))
+
+
 def test_two_voices_in_a_row_are_checked_against_both(tmp_path):
     first, second = speech_like(0.8, 3), speech_like(0.8, 4)
     write_wav(tmp_path / "a.wav", first, RATE)
