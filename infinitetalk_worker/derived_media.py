@@ -15,6 +15,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .probe import open_media
+
 SOUNDTRACK_RATE = 48000
 # Left and right half, inset as the model authors do: a region (or the background) with no area
 # makes kijai's masked attention divide by zero, and then no face follows its voice.
@@ -49,7 +51,7 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
 def _decode_stereo(path: Path) -> np.ndarray:
     resampler = av.AudioResampler(format="flt", layout="stereo", rate=SOUNDTRACK_RATE)
     chunks: list[np.ndarray] = []
-    with av.open(str(path)) as container:
+    with open_media(path) as container:
         for frame in container.decode(audio=0):
             chunks += [out.to_ndarray().reshape(-1, 2) for out in resampler.resample(frame)]
         chunks += [out.to_ndarray().reshape(-1, 2) for out in resampler.resample(None)]

@@ -70,6 +70,22 @@ def check_image(path: Path, key: str, settings: Settings) -> tuple[int, int]:
 # -- audio -----------------------------------------------------------------------------------------
 
 
+WAV_MAGIC = (b"RIFF", b"RF64", b"BW64")
+# A WAV header says all there is to know; FFmpeg would still read up to 5 MB of samples (about 10 ms per
+# open) looking for stream parameters. 4 KB gives identical streams (PCM, ADPCM, MP3-in-WAV, RF64,
+# a streamed WAV with no data size): tests/test_probe.py.
+WAV_OPTIONS = {"probesize": "4096"}
+
+
+def open_media(path: Path) -> av.container.InputContainer:
+    """``av.open`` for reading, with FFmpeg's stream probe cut short for WAV files."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    is_wav = head[:4] in WAV_MAGIC and head[8:12] == b"WAVE"
+    return av.open(str(path), options=WAV_OPTIONS if is_wav else {})
+
+
+
 def probe_audio_track(path: Path, key: str, settings: Settings) -> tuple[int, int]:
     """(samples, sample rate) of the first audio track as ComfyUI's LoadAudio decodes it (PyAV).
 
@@ -77,7 +93,7 @@ def probe_audio_track(path: Path, key: str, settings: Settings) -> tuple[int, in
     """
     refuse_short_container(path, key, "audio")
     try:
-        with av.open(str(path)) as container:
+        with open_media(path) as container:
             if not container.streams.audio:
                 raise InputError(key, "the data is not audio (no audio track found).")
             samples, rate = _decoded_samples(container, key, settings.max_audio_seconds)
@@ -265,7 +281,7 @@ def _detected_suffix(path: Path, kind: str) -> str:
     if kind == "image":
         with Image.open(path) as image:
             return "." + IMAGE_FORMATS.get(image.format or "", "png")
-    with av.open(str(path)) as container:
+    with open_media(path) as container:
         name = container.format.name.split(",")[0]
     return CONTAINER_SUFFIXES.get(name, f".{name}")
 

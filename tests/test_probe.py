@@ -5,14 +5,17 @@ Truncated files are made by cutting files that the real encoders (PyAV's FFmpeg,
 
 from __future__ import annotations
 
+import wave
 from dataclasses import replace
 from pathlib import Path
 
+import av
 import pytest
 from PIL import Image
 
 from infinitetalk_worker.config import Settings
 from infinitetalk_worker.constants import MIN_AUDIO_SECONDS
+from infinitetalk_worker.derived_media import make_soundtrack
 from infinitetalk_worker.errors import InputError
 from infinitetalk_worker.probe import check_image, probe_audio_track, probe_video
 from testsupport.media_factory import make_encoded_audio, make_image, make_video, make_wav
@@ -74,6 +77,21 @@ def test_compressed_audio_formats_are_probed_for_their_length(settings, tmp_path
 
 def test_wav_length_is_exact(settings, tmp_path):
     assert probe_audio_track(make_wav(tmp_path / "v.wav", 2.0, rate=22050), "wav_path", settings) == (44100, 22050)
+
+
+WAV_KINDS = [("pcm_s24le", {}), ("pcm_f32le", {}), ("adpcm_ms", {}), ("libmp3lame", {}),
+             ("pcm_s16le", {"rf64": "always"})]
+
+
+@pytest.mark.parametrize("codec,options", WAV_KINDS, ids=["s24", "f32", "adpcm", "mp3-in-wav", "rf64"])
+def test_every_kind_of_wav_is_probed_and_mixed_at_its_decoded_length(settings, tmp_path, codec, options):
+    """The WAV probe is cut short (FFmpeg would read 5 MB for nothing); lengths stay those of a full decode."""
+    path = make_encoded_audio(tmp_path / "voice.wav", 1.3, codec, "wav", rate=22050, options=options)
+    with av.open(str(path)) as container:  # FFmpeg's own defaults
+        decoded = sum(frame.samples for frame in container.decode(audio=0))
+    assert probe_audio_track(path, "wav_path", settings) == (decoded, 22050)
+    with wave.open(str(make_soundtrack([path], "para", tmp_path / "soundtrack.wav"))) as track:
+        assert track.getnframes() == pytest.approx(decoded * 48000 / 22050, abs=48)
 
 
 def test_audio_over_the_length_limit_is_refused(settings, tmp_path):

@@ -40,9 +40,9 @@ def make_wav(path: Path, seconds: float = 1.0, rate: int = 16000, frequency: flo
 
 
 def make_encoded_audio(path: Path, seconds: float = 1.0, codec: str = "libmp3lame", container: str = "mp3",
-                       rate: int = 48000) -> Path:
-    """Compressed audio (MP3, AAC in M4A, FLAC, Opus in OGG) encoded with PyAV."""
-    with av.open(str(path), "w", format=container) as output:
+                       rate: int = 48000, options: dict[str, str] | None = None) -> Path:
+    """Compressed audio (MP3, AAC in M4A, FLAC, Opus in OGG; WAVs of other codecs) encoded with PyAV."""
+    with av.open(str(path), "w", format=container, options=options or {}) as output:
         stream = output.add_stream(codec, rate=rate, layout="mono")
         _encode_tone(output, stream, seconds)
     return path
