@@ -29,6 +29,8 @@ def get_worker() -> Pipeline:
 def reset_worker(settings: Settings | None = None, startup: StartupState | None = None) -> None:
     """Replace the pipeline (tests and tools that change settings between runs)."""
     global _worker
+    if _worker is not None:
+        _worker.client.close()
     _worker = Pipeline(settings, startup) if settings is not None else None
 
 

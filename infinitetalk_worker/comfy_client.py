@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import shutil
 import threading
 import time
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 RECV_TICK_S = 1.0
 RECONNECT_EVERY_S = 2.0
+# A websocket that served a prompt to its end is kept for the next one (the handshake costs ~2 ms per
+# job); one idle longer than this is closed instead of trusted.
+SOCKET_REUSE_S = 300.0
 UNREACHABLE_AFTER_S = 5.0
 LOG_TAIL_LINES = 20
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -65,8 +69,16 @@ class PromptResult:
     history: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
+@dataclass
+class _IdleSocket:
+    client_id: str
+    ws: websocket.WebSocket
+    since: float
+
+
 class ComfyClient:
-    """One ComfyUI server; safe to share between jobs (it holds no per-job state)."""
+    """One ComfyUI server; safe to share between jobs, also concurrent ones: each prompt has a websocket
+    of its own, taken from the sockets that earlier prompts finished with, or a new one."""
 
     def __init__(self, base_url: str, http_timeout_s: float = 30.0, ws_idle_timeout_s: float = 30.0,
                  log_file: Path | None = None) -> None:
@@ -76,6 +88,8 @@ class ComfyClient:
         self.log_file = log_file
         self.session = requests.Session()
         self.session.trust_env = False
+        self._idle: list[_IdleSocket] = []
+        self._idle_lock = threading.Lock()
 
     # -- plain HTTP -----------------------------------------------------------------------------
 
@@ -160,9 +174,37 @@ class ComfyClient:
         watch.connect()
         try:
             self.submit(graph, watch.client_id, prompt_id)
-            return watch.wait()
-        finally:
+            result = watch.wait()
+        except BaseException:
             watch.close()
+            raise
+        watch.release()
+        return result
+
+    def take_socket(self) -> tuple[str, websocket.WebSocket] | None:
+        """A websocket an earlier prompt finished with (and its client id), if one is fresh enough."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        fresh = [s for s in idle if time.monotonic() - s.since < SOCKET_REUSE_S]
+        for stale in (s for s in idle if s not in fresh):
+            _close_quietly(stale.ws)
+        if not fresh:
+            return None
+        with self._idle_lock:
+            self._idle.extend(fresh[:-1])
+        return fresh[-1].client_id, fresh[-1].ws
+
+    def keep_socket(self, client_id: str, ws: websocket.WebSocket) -> None:
+        with self._idle_lock:
+            self._idle.append(_IdleSocket(client_id, ws, time.monotonic()))
+
+    def close(self) -> None:
+        """Close the idle websockets and the HTTP session."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for socket in idle:
+            _close_quietly(socket.ws)
+        self.session.close()
 
     def fetch_output(self, output: OutputFile, target: Path, comfyui_dir: Path | None) -> str:
         """Put ComfyUI's file at ``target``: from its folder when this disk has it, else through ``/view``.
@@ -195,14 +237,19 @@ class _PromptWatch:
         self.output_node, self.on_progress = output_node, on_progress
         self.ws_files: list[OutputFile] = []  # what the output node's `executed` message named
         self.ws_times: dict[str, int] = {}  # execution_start / execution_success timestamps (ms)
-        self.client_id = uuid.uuid4().hex
-        self.ws: websocket.WebSocket | None = None
+        reused = client.take_socket()
+        self.client_id = reused[0] if reused else uuid.uuid4().hex
+        self.ws: websocket.WebSocket | None = reused[1] if reused else None
         self.last_connect_try = 0.0
         self.last_poll = time.monotonic()
         self.unreachable_since: float | None = None
 
     def connect(self) -> None:
         self.last_connect_try = time.monotonic()
+        if self.ws is not None:  # reused: ComfyUI still knows it by our client id, unless it restarted
+            if _drained(self.ws):
+                return
+            self.close()
         url = _ws_url(self.client.base_url) + f"/ws?clientId={self.client_id}"
         try:
             # skip_utf8_validation: websocket-client checks UTF-8 in pure Python (~370 ms of CPU per job that
@@ -216,10 +263,13 @@ class _PromptWatch:
 
     def close(self) -> None:
         if self.ws is not None:
-            try:
-                self.ws.close(timeout=1)
-            except (OSError, websocket.WebSocketException):
-                pass
+            _close_quietly(self.ws)
+            self.ws = None
+
+    def release(self) -> None:
+        """The prompt ended normally: the socket (if it still works) serves the next prompt."""
+        if self.ws is not None:
+            self.client.keep_socket(self.client_id, self.ws)
             self.ws = None
 
     def wait(self) -> PromptResult:
@@ -312,6 +362,23 @@ class _PromptWatch:
                 return entry
             time.sleep(0.2)
         raise ComfyError(f"ComfyUI reported prompt {self.prompt_id} finished but has no history for it.")
+
+
+def _drained(ws: websocket.WebSocket) -> bool:
+    """Read what a kept socket holds from earlier prompts; False when ComfyUI closed it meanwhile."""
+    try:
+        while select.select([ws.sock], [], [], 0)[0]:
+            ws.recv()
+    except (OSError, TypeError, ValueError, websocket.WebSocketException, UnicodeDecodeError):
+        return False
+    return ws.connected
+
+
+def _close_quietly(ws: websocket.WebSocket) -> None:
+    try:
+        ws.close(timeout=1)
+    except (OSError, websocket.WebSocketException):
+        pass
 
 
 def _finished(entry: dict[str, Any]) -> bool:

@@ -40,6 +40,7 @@ import pytest
 
 import handler as handler_module
 from infinitetalk_worker.config import REPO_ROOT, Settings
+from testsupport.fake_comfyui import FakeComfyUI
 from testsupport.media_factory import make_image, make_wav, probe
 
 SMOKE = REPO_ROOT / "workflows" / "smoke"
@@ -289,6 +290,33 @@ def test_websocket_that_never_opens_still_completes_from_history(fake_comfy, tmp
     assert result["frames"] == 25 and time.monotonic() - started < 10
     assert not any(path.startswith("/ws") for _, path in fake_comfy.requests)
     assert any(path.startswith("/history/") for _, path in fake_comfy.requests)
+
+
+# -- one websocket for many jobs -------------------------------------------------------------------
+
+
+def test_jobs_in_a_row_share_one_websocket(fake_comfy, tmp_path, inputs):
+    """The handshake is paid once; every job still gets its own progress and result."""
+    handler_module.reset_worker(base_settings(fake_comfy.url, tmp_path, inputs))
+    results = [run(job(inputs), job_id=f"job-{n}") for n in range(3)]
+    assert [r.get("frames") for r in results] == [25, 25, 25], results
+    assert sum(path.startswith("/ws") for _, path in fake_comfy.requests) == 1
+    assert not any(path.startswith("/history/") and method == "GET" for method, path in fake_comfy.requests)
+
+
+def test_comfyui_restarted_between_jobs_the_next_job_still_completes(tmp_path, inputs):
+    """The kept websocket died with the old ComfyUI; the job follows its prompt on a new one."""
+    port = free_port()
+    first = FakeComfyUI(tmp_path / "comfyui", port=port).start()
+    handler_module.reset_worker(base_settings(first.url, tmp_path, inputs, comfyui_dir=tmp_path / "comfyui"))
+    assert run(job(inputs)).get("frames") == 25
+    first.stop()
+    with FakeComfyUI(tmp_path / "comfyui", port=port) as second:
+        started = time.monotonic()
+        result = run(job(inputs))
+        assert result.get("frames") == 25, result
+        assert time.monotonic() - started < 10
+        assert any(path.startswith("/ws") for _, path in second.requests)
 
 
 # -- disks that fill up ----------------------------------------------------------------------------
