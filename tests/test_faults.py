@@ -302,6 +302,7 @@ def test_jobs_in_a_row_share_one_websocket(fake_comfy, tmp_path, inputs):
     assert [r.get("frames") for r in results] == [25, 25, 25], results
     assert sum(path.startswith("/ws") for _, path in fake_comfy.requests) == 1
     assert not any(path.startswith("/history/") and method == "GET" for method, path in fake_comfy.requests)
+    wait_until(lambda: not fake_comfy.history, 5, "ComfyUI's history of the three prompts deleted")
 
 
 def test_comfyui_restarted_between_jobs_the_next_job_still_completes(tmp_path, inputs):
