@@ -36,6 +36,7 @@ RSS_TOLERANCE_MB = 3.0
 WARM_ROUNDS = 4  # the first rounds of the mix warm allocator pools and one-time paths
 ROUND_LENGTH = 12  # jobs in one round of mix()
 CHECKPOINT_EVERY = 50
+HISTORY_SETTLE_S = 2.0  # how long a history count waits for deletions still in flight
 # asyncio.to_thread runs on the loop's default executor, which starts threads as needed up to this.
 EXECUTOR_MAX_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
@@ -64,8 +65,15 @@ def mix(inputs: Path, files_url: str) -> list[tuple[str, dict[str, Any], bool]]:
 
 
 def comfy_figures(url: str, comfyui_dir: Path | None) -> tuple[int, int]:
-    with urllib.request.urlopen(f"{url}/history", timeout=30) as response:
-        history = len(json.loads(response.read()))
+    """History entries once the last job's deletion had its chance: the worker deletes off the job's
+    path, on a thread of its own, so right after a job its entry may still be there for a moment."""
+    deadline = time.monotonic() + HISTORY_SETTLE_S
+    while True:
+        with urllib.request.urlopen(f"{url}/history", timeout=30) as response:
+            history = len(json.loads(response.read()))
+        if history == 0 or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     outputs = sum(1 for p in (comfyui_dir / "output").rglob("*") if p.is_file()) if comfyui_dir else -1
     return history, outputs
 
