@@ -90,7 +90,7 @@ class ComfyClient:
         self.session = requests.Session()
         self.session.trust_env = False
         self._idle: list[_IdleSocket] = []
-        self._idle_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _idle and _forgets
         self._forgets: queue.SimpleQueue[str | None] | None = None
 
     # -- plain HTTP -----------------------------------------------------------------------------
@@ -185,24 +185,22 @@ class ComfyClient:
 
     def take_socket(self) -> tuple[str, websocket.WebSocket] | None:
         """A websocket an earlier prompt finished with (and its client id), if one is fresh enough."""
-        with self._idle_lock:
-            idle, self._idle = self._idle, []
-        fresh = [s for s in idle if time.monotonic() - s.since < SOCKET_REUSE_S]
-        for stale in (s for s in idle if s not in fresh):
-            _close_quietly(stale.ws)
-        if not fresh:
-            return None
-        with self._idle_lock:
-            self._idle.extend(fresh[:-1])
-        return fresh[-1].client_id, fresh[-1].ws
+        with self._lock:
+            now = time.monotonic()
+            stale = [s for s in self._idle if now - s.since >= SOCKET_REUSE_S]
+            self._idle = [s for s in self._idle if now - s.since < SOCKET_REUSE_S]
+            chosen = self._idle.pop() if self._idle else None
+        for socket in stale:
+            _close_quietly(socket.ws)
+        return (chosen.client_id, chosen.ws) if chosen else None
 
     def keep_socket(self, client_id: str, ws: websocket.WebSocket) -> None:
-        with self._idle_lock:
+        with self._lock:
             self._idle.append(_IdleSocket(client_id, ws, time.monotonic()))
 
     def close(self) -> None:
         """Close the idle websockets and the HTTP session, and end the ``forget`` thread."""
-        with self._idle_lock:
+        with self._lock:
             idle, self._idle = self._idle, []
             forgets, self._forgets = self._forgets, None
         if forgets is not None:
@@ -231,7 +229,7 @@ class ComfyClient:
     def forget_later(self, prompt_id: str) -> None:
         """``forget`` off the job's path: the call may wait behind ComfyUI's clean-up, the result need not.
         One thread does them all (starting a thread per job cost about 1 ms of the job's time)."""
-        with self._idle_lock:
+        with self._lock:
             if self._forgets is None:
                 self._forgets = queue.SimpleQueue()
                 threading.Thread(target=self._forget_each, args=(self._forgets,), name="comfyui-forget",

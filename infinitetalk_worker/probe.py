@@ -85,7 +85,6 @@ def open_media(path: Path) -> av.container.InputContainer:
     return av.open(str(path), options=WAV_OPTIONS if is_wav else {})
 
 
-
 def probe_audio_track(path: Path, key: str, settings: Settings) -> tuple[int, int]:
     """(samples, sample rate) of the first audio track as ComfyUI's LoadAudio decodes it (PyAV).
 

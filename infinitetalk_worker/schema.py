@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,8 @@ from .constants import FPS, MIN_AUDIO_SECONDS
 from .downloads import MAX_REDIRECTS
 from .errors import MAX_SHOWN_CHARS
 from .request import MAX_LISTED_KEYS, SLOT_TEXT, SLOTS, JobRequest
+
+log = logging.getLogger(__name__)
 
 README = REPO_ROOT / "README.md"
 BEGIN = "<!-- {name} table: generated from the code by `python -m infinitetalk_worker schema --write-readme` -->"
@@ -215,10 +218,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.check_readme:
         problems = readme_drift(args.readme.read_text())
         for problem in problems:
-            print(problem, file=sys.stderr)
+            log.error("%s", problem)
         return 1 if problems else 0
     if args.markdown:
-        print(TABLES[args.markdown]())
+        sys.stdout.write(TABLES[args.markdown]() + "\n")
         return 0
-    print(json.dumps(settings_schema() if args.settings else request_schema(), indent=2))
+    sys.stdout.write(json.dumps(settings_schema() if args.settings else request_schema(), indent=2) + "\n")
     return 0
