@@ -16,6 +16,8 @@ import pytest
 from infinitetalk_worker.rehearsal import CASES, Case, case_input, check_result, decode_mono, write_wav
 
 RATE = 16000
+#: the size a result reports for the 128x128 videos of these tests
+REPORTED_128 = {"width": 128, "height": 128}
 
 
 def speech_like(seconds: float, seed: int) -> np.ndarray:
@@ -57,7 +59,7 @@ def single(tmp_path):
 def test_a_video_as_asked_passes(tmp_path, single):
     case, raw, voice = single
     video = encode_mp4(tmp_path / "ok.mp4", 37, (128, 128), voice)
-    assert check_result(case, raw, {"frames": 37}, video) == []
+    assert check_result(case, raw, {"frames": 37, **REPORTED_128}, video) == []
 
 
 @pytest.mark.parametrize("frames,size,reported,expected_words", [
@@ -68,31 +70,43 @@ def test_a_video_as_asked_passes(tmp_path, single):
 def test_wrong_length_report_or_size_fails(tmp_path, single, frames, size, reported, expected_words):
     case, raw, voice = single
     video = encode_mp4(tmp_path / "bad.mp4", frames, size, voice)
-    problems = check_result(case, raw, {"frames": reported}, video)
+    problems = check_result(case, raw, {"frames": reported, "width": size[0], "height": size[1]}, video)
     assert any(expected_words in p for p in problems), problems
+
+
+def test_a_bucket_case_expects_its_size_and_the_reported_size(tmp_path, single):
+    _, raw, voice = single
+    raw = {key: value for key, value in raw.items() if key not in ("width", "height")} | {"resolution": "480p"}
+    case = Case("t", "image", "single", (1.5,), {"resolution": "480p"}, size=(160, 128))
+    video = encode_mp4(tmp_path / "bucket.mp4", 37, (160, 128), voice)
+    assert check_result(case, raw, {"frames": 37, "width": 160, "height": 128}, video) == []
+    problems = check_result(case, raw, {"frames": 37, **REPORTED_128}, video)
+    assert problems == ["the result says 128x128, the MP4 is 160x128"]
+    square = encode_mp4(tmp_path / "square.mp4", 37, (128, 128), voice)
+    assert "128x128 instead of the requested 160x128" in check_result(case, raw, {"frames": 37, **REPORTED_128}, square)
 
 
 def test_another_soundtrack_or_none_fails(tmp_path, single):
     case, raw, _ = single
     other = encode_mp4(tmp_path / "other.mp4", 37, (128, 128), speech_like(1.5, 2))
-    assert any("does not match" in p for p in check_result(case, raw, {"frames": 37}, other))
+    assert any("does not match" in p for p in check_result(case, raw, {"frames": 37, **REPORTED_128}, other))
     silent = encode_mp4(tmp_path / "silent.mp4", 37, (128, 128), None)
-    assert check_result(case, raw, {"frames": 37}, silent) == ["the MP4 has no soundtrack"]
+    assert check_result(case, raw, {"frames": 37, **REPORTED_128}, silent) == ["the MP4 has no soundtrack"]
 
 
 def test_a_truncated_soundtrack_fails(tmp_path, single):
     case, raw, voice = single
     video = encode_mp4(tmp_path / "short.mp4", 37, (128, 128), voice[: int(1.2 * RATE)])
-    assert any("soundtrack is 1.2" in p for p in check_result(case, raw, {"frames": 37}, video))
+    assert any("soundtrack is 1.2" in p for p in check_result(case, raw, {"frames": 37, **REPORTED_128}, video))
 
 
 def test_with_max_frame_the_soundtrack_ends_with_the_picture(tmp_path, single):
     case, raw, voice = single
     raw = {**raw, "max_frame": 25}
     cut = encode_mp4(tmp_path / "cut.mp4", 25, (128, 128), voice[: RATE])
-    assert check_result(case, raw, {"frames": 25}, cut) == []
+    assert check_result(case, raw, {"frames": 25, **REPORTED_128}, cut) == []
     whole = encode_mp4(tmp_path / "whole.mp4", 25, (128, 128), voice)  # sound running on after the picture
-    assert any("soundtrack is 1.5" in p for p in check_result(case, raw, {"frames": 25}, whole))
+    assert any("soundtrack is 1.5" in p for p in check_result(case, raw, {"frames": 25, **REPORTED_128}, whole))
 
 
 def test_two_voices_in_a_row_are_checked_against_both(tmp_path):
@@ -102,10 +116,12 @@ def test_two_voices_in_a_row_are_checked_against_both(tmp_path):
     raw = {"width": 128, "height": 128, "wav_path": str(tmp_path / "a.wav"), "wav_path_2": str(tmp_path / "b.wav")}
     case = Case("t", "image", "multi", (0.8, 0.8), {"multi_audio_type": "add"})
     both = np.concatenate([decode_mono(tmp_path / "a.wav", RATE), decode_mono(tmp_path / "b.wav", RATE)])
-    assert check_result(case, raw, {"frames": 40}, encode_mp4(tmp_path / "add.mp4", 40, (128, 128), both)) == []
+    in_a_row = encode_mp4(tmp_path / "add.mp4", 40, (128, 128), both)
+    assert check_result(case, raw, {"frames": 40, **REPORTED_128}, in_a_row) == []
     # the same two voices on one timeline is not what "add" asked for
     mixed = first + second
-    problems = check_result(case, raw, {"frames": 40}, encode_mp4(tmp_path / "para.mp4", 40, (128, 128), mixed))
+    together = encode_mp4(tmp_path / "para.mp4", 40, (128, 128), mixed)
+    problems = check_result(case, raw, {"frames": 40, **REPORTED_128}, together)
     assert problems
 
 
@@ -119,6 +135,8 @@ def test_the_cases_cover_what_the_issue_asks_for():
     assert {e.get("multi_audio_type") for e in extras} >= {"para", "add"}
     assert any("speaker_boxes" in e for e in extras) and any(e.get("force_offload") is False for e in extras)
     assert {e.get("steps") for c, e in zip(CASES, extras) if c.input_type == "video"} >= {4, 8}
+    assert {"resolution", "colormatch", "acceleration"} <= {key for e in extras for key in e}
+    assert any(e.get("quality") == "reference" for e in extras)
 
 
 def test_case_media_have_the_asked_lengths(tmp_path):
@@ -138,6 +156,6 @@ def test_right_left_expects_speaker_2_first(tmp_path):
     case = Case("t", "image", "multi", (0.8, 0.8), case.extra)
     a, b = decode_mono(tmp_path / "a.wav", RATE), decode_mono(tmp_path / "b.wav", RATE)
     swapped = encode_mp4(tmp_path / "ba.mp4", 40, (128, 128), np.concatenate([b, a]))
-    assert check_result(case, raw, {"frames": 40}, swapped) == []
+    assert check_result(case, raw, {"frames": 40, **REPORTED_128}, swapped) == []
     in_request_order = encode_mp4(tmp_path / "ab.mp4", 40, (128, 128), np.concatenate([a, b]))
-    assert any("does not match" in p for p in check_result(case, raw, {"frames": 40}, in_request_order))
+    assert any("does not match" in p for p in check_result(case, raw, {"frames": 40, **REPORTED_128}, in_request_order))
