@@ -56,10 +56,13 @@ FROM base AS runtime
 
 # Every package, in one pass, from the lock: ComfyUI's, the nodes' and the worker's requirements
 # resolved together (README, "The image lock"), each file checked against its hash. torch 2.8.0 on
-# PyPI is the CUDA 12.8 build. pip check: nothing installed disagrees with anything else.
+# PyPI is the CUDA 12.8 build. --no-deps: the lock is the whole resolution, and it holds onnxruntime-gpu
+# where kokoro-onnx names the CPU onnxruntime (the same module). pip check through image_lock.py:
+# nothing installed disagrees with anything else, that substitution aside.
 COPY requirements-image.lock /opt/build/requirements-image.lock
-RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r /opt/build/requirements-image.lock \
-    && pip check
+COPY scripts/image_lock.py /opt/build/image_lock.py
+RUN pip install --no-cache-dir --require-hashes --only-binary=:all: --no-deps -r /opt/build/requirements-image.lock \
+    && python /opt/build/image_lock.py pip-check
 
 # ComfyUI and each custom node at the commits of the pinned stack; a test checks that these equal
 # the stack the recorded /object_info came from (tests/data/comfyui/README.md).
@@ -85,7 +88,7 @@ RUN bash /opt/build/fetch_pinned.sh /comfyui "${COMFYUI_REPO}" "${COMFYUI_COMMIT
 # WanVideoWrapper's wav2vec2 model gives no hidden states (transformers 5.x does that; every job
 # would fail), or when ComfyUI cannot import a custom node.
 COPY requirements-image.in /opt/build/requirements-image.in
-COPY scripts/image_lock.py scripts/check_audio_embeddings.py scripts/check_custom_nodes.py /opt/build/
+COPY scripts/check_audio_embeddings.py scripts/check_custom_nodes.py /opt/build/
 RUN python /opt/build/image_lock.py check-sources --comfyui-dir /comfyui --input /opt/build/requirements-image.in \
     && python /opt/build/check_audio_embeddings.py --wanvideo-dir /comfyui/custom_nodes/ComfyUI-WanVideoWrapper \
     && python /opt/build/check_custom_nodes.py --comfyui-dir /comfyui \

@@ -139,6 +139,7 @@ class Pipeline:
             "workflow_dir": str(self.settings.workflow_dir),
             "devices": [device.get("name") for device in stats.get("devices", [])],
             "text_to_speech": self.speech_engine is not None,  # jobs with text need it; uploads do not
+            "text_to_speech_device": self.speech_engine.device if self.speech_engine else None,
             "memory_profile": profile.name,
         }
         if self.startup.missing_models:

@@ -2,7 +2,7 @@
 
 The synthesis runs in the worker, before ComfyUI, and writes ordinary WAV files into the job directory:
 from there the speech goes through the same probing, limits and frame arithmetic as an uploaded WAV
-(``media``). The engine (kokoro-onnx on onnxruntime, the GPU when onnxruntime has CUDA, else the CPU)
+(``media``). The engine (kokoro-onnx on onnxruntime: the GPU with the image's onnxruntime-gpu, else the CPU)
 is loaded once per process and shared by every job; its model and voices files are the manifest's
 ``kokoro/kokoro-v1.0.onnx`` and ``kokoro/voices-v1.0.bin`` unless ``KOKORO_MODEL`` / ``KOKORO_VOICES``
 name others.
@@ -126,8 +126,9 @@ class SpeechEngine:
         from kokoro_onnx import Kokoro
 
         started = time.monotonic()
-        self.providers = _providers(onnxruntime.get_available_providers())
-        session = onnxruntime.InferenceSession(str(model), providers=self.providers)
+        session = _session(onnxruntime, model)
+        self.providers: list[str] = session.get_providers()  # what runs, after any fallback to the CPU
+        self.device = "gpu" if self.providers[0] == CUDA else "cpu"
         self.kokoro = Kokoro.from_session(session, str(voices))
         self.voices = tuple(self.kokoro.get_voices())
         self._lock = threading.Lock()
@@ -156,9 +157,29 @@ class SpeechEngine:
         return np.asarray(audio, dtype=np.float32).ravel()
 
 
+CUDA = "CUDAExecutionProvider"
+#: the GPU memory arena grows by what is asked, not in powers of two (ComfyUI shares the card); cuDNN's
+#: default algorithm choice instead of an exhaustive search on the first synthesis
+CUDA_OPTIONS = {"arena_extend_strategy": "kSameAsRequested", "cudnn_conv_algo_search": "DEFAULT"}
+
+
 def _providers(available: list[str]) -> list[str]:
     """The GPU when onnxruntime was built with CUDA, then the CPU."""
-    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+    return ([CUDA] if CUDA in available else []) + ["CPUExecutionProvider"]
+
+
+def _session(onnxruntime: Any, model: Path) -> Any:
+    """An onnxruntime session on the GPU when this is the CUDA build (the image's), else on the CPU.
+
+    The worker process never imports torch, so the CUDA 12 and cuDNN 9 libraries of the nvidia-* wheels
+    (torch's) are loaded with ``preload_dlls``; without a usable GPU onnxruntime falls back to the CPU
+    itself and logs why.
+    """
+    providers: list[Any] = _providers(onnxruntime.get_available_providers())
+    if providers[0] == CUDA:
+        onnxruntime.preload_dlls()
+        providers[0] = (CUDA, CUDA_OPTIONS)
+    return onnxruntime.InferenceSession(str(model), providers=providers)
 
 
 @functools.lru_cache(maxsize=2)

@@ -3,6 +3,7 @@
 
     python scripts/image_lock.py compile --comfyui-dir DIR   # regenerate the lock (needs uv)
     python scripts/image_lock.py check-sources --comfyui-dir DIR   # the build: sources match the lock's input
+    python scripts/image_lock.py pip-check   # the build: pip check, allowing only the GPU substitutions
 
 ``compile`` reads ``DIR/requirements.txt`` and ``DIR/custom_nodes/*/requirements.txt`` (a ComfyUI checkout
 with the nodes at the commits of the Dockerfile), writes them with the known-good pins below into
@@ -11,11 +12,18 @@ into ``requirements-image.lock`` (every package pinned, with hashes), plus ``req
 (the downloader's few packages at the same versions, for the image's model stage).
 
 Releases are cut off at the date of the node commits (``CUTOFF``), so numpy, opencv, huggingface_hub,
-librosa, av, protobuf and the rest stay what the nodes were written against; only the packages in
-``WORKER_SIDE`` (the RunPod SDK 1.12.0 the worker pins, and what it requires) may be newer.
+librosa, protobuf and the rest stay what the nodes were written against; only the packages in
+``WORKER_SIDE`` (the RunPod SDK 1.12.0 the worker pins and what it requires, text to speech, and PyAV)
+may be newer.
 
 torch 2.8.0's manylinux wheel on PyPI is the CUDA 12.8 build (it requires nvidia-cuda-runtime-cu12
 12.8.x), so the lock takes torch from PyPI with PyPI's hashes and the image needs no second index.
+
+The worker's requirements.txt names the CPU onnxruntime (machines without a GPU, CI); the image gets the
+GPU build in its place (``GPU_SUBSTITUTES``): another distribution of the same ``onnxruntime`` module,
+which kokoro-onnx does not know, so the lock drops ``onnxruntime`` (a uv override), the image installs
+the lock with ``--no-deps`` (the lock is the whole resolution) and ``pip-check`` accepts exactly the
+"requires onnxruntime, which is not installed" lines of that substitution.
 
 This script uses only the standard library, so the build can run ``check-sources`` before anything
 is installed.
@@ -53,8 +61,16 @@ WORKER_SIDE = (
     "pydantic", "pydantic-core", "typing-extensions", "typing-inspection", "brotli", "wcwidth",
     # Text to speech (infinitetalk_worker/speech.py): kokoro-onnx 0.6.1, the phonemizer it requires, and an
     # onnxruntime that runs the int8 Kokoro export without NaNs (1.23.2, of the node cut-off, does not).
-    "kokoro-onnx", "phonemizer", "onnxruntime",
+    "kokoro-onnx", "phonemizer", "onnxruntime", "onnxruntime-gpu",
+    # PyAV 17.1: 16.x leaks on every AudioResampler.resample call (PyAV-Org/PyAV#2282), about 1 KB per job
+    # in the worker's soundtrack resampling. ComfyUI asks for av>=14.2.0; the nodes run FFmpeg's CLI.
+    "av",
 )
+
+# {the worker's CPU distribution: the image's GPU one}. onnxruntime-gpu 1.26.0 is the last release built
+# for CUDA 12 and cuDNN 9 (1.27 and later need CUDA 13; the image's torch is the CUDA 12.8 build); its
+# extras resolve to the nvidia-* wheels torch already brings, which onnxruntime.preload_dlls() loads.
+GPU_SUBSTITUTES = {"onnxruntime": "onnxruntime-gpu[cuda,cudnn]==1.26.0"}
 
 # Known-good: with transformers 5.x WanVideoWrapper 6b286552's wav2vec2 returns hidden_states=None and
 # every audio embedding fails; this set imports and runs (scripts/check_audio_embeddings.py proves it
@@ -105,6 +121,8 @@ def render_input(sections: dict[str, list[str]]) -> str:
         *KNOWN_GOOD,
         "# The worker's own requirements:",
         "-r requirements.txt",
+        "# GPU builds in place of the worker's CPU ones (scripts/image_lock.py, GPU_SUBSTITUTES):",
+        *GPU_SUBSTITUTES.values(),
     ]
     for label, lines in sections.items():
         out += [f"# from {label}/requirements.txt:", *lines]
@@ -134,12 +152,18 @@ def read_pins(text: str) -> dict[str, str]:
     return pins
 
 
-def uv_command(uv: str, source: Path, output: Path) -> list[str]:
+def render_overrides() -> str:
+    """uv overrides that take the CPU distributions out of the resolution (a marker that is never true)."""
+    return "".join(f"{name} ; sys_platform == 'never'\n" for name in GPU_SUBSTITUTES)
+
+
+def uv_command(uv: str, source: Path, output: Path, overrides: Path | None = None) -> list[str]:
     exempt = [arg for name in WORKER_SIDE for arg in ("--exclude-newer-package", f"{name}={WORKER_SIDE_CUTOFF}")]
+    override = ["--overrides", str(overrides.relative_to(REPO_ROOT))] if overrides else []
     return [
         uv, "pip", "compile", "--no-config", "--quiet", "--generate-hashes", "--emit-index-url",
         "--python-version", PYTHON_VERSION, "--python-platform", PLATFORM,
-        "--index-url", INDEX_URL, "--exclude-newer", CUTOFF, *exempt,
+        "--index-url", INDEX_URL, "--exclude-newer", CUTOFF, *exempt, *override,
         "--custom-compile-command", "python scripts/image_lock.py compile --comfyui-dir COMFYUI_DIR",
         str(source.relative_to(REPO_ROOT)), "-o", str(output.relative_to(REPO_ROOT)),
     ]
@@ -149,10 +173,12 @@ def compile_lock(comfyui_dir: Path, uv: str) -> None:
     """Write the input, then resolve it into the image lock and the downloader's lock."""
     INPUT.write_text(render_input(source_sections(comfyui_dir)), encoding="utf-8")
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-    subprocess.run(uv_command(uv, INPUT, LOCK), cwd=REPO_ROOT, env=env, check=True)
+    overrides = REPO_ROOT / "build" / "requirements-image.overrides"
+    overrides.parent.mkdir(exist_ok=True)
+    overrides.write_text(render_overrides(), encoding="utf-8")
+    subprocess.run(uv_command(uv, INPUT, LOCK, overrides), cwd=REPO_ROOT, env=env, check=True)
     pins = read_pins(LOCK.read_text(encoding="utf-8"))
     download_input = REPO_ROOT / "build" / "requirements-download.in"
-    download_input.parent.mkdir(exist_ok=True)
     download_input.write_text("".join(f"{name}=={pins[name]}\n" for name in DOWNLOAD_PACKAGES), encoding="utf-8")
     subprocess.run(uv_command(uv, download_input, DOWNLOAD_LOCK), cwd=REPO_ROOT, env=env, check=True)
     print(f"wrote {INPUT.name}, {LOCK.name} ({len(pins)} packages) and {DOWNLOAD_LOCK.name}")
@@ -174,6 +200,36 @@ def source_mismatches(comfyui_dir: Path, recorded_text: str) -> list[str]:
     return problems
 
 
+PIP_CHECK_MISSING = re.compile(r"^(\S+) \S+ requires ([A-Za-z0-9][A-Za-z0-9._-]*), which is not installed\.$")
+
+
+def unexpected_pip_check_lines(output: str, installed: set[str]) -> list[str]:
+    """The lines of ``pip check`` other than "requires <CPU build>" where its GPU substitute is installed."""
+    substitutes = {canonical(name): canonical(NAME.match(gpu).group(1)) for name, gpu in GPU_SUBSTITUTES.items()}
+    unexpected = []
+    for line in filter(None, (raw.strip() for raw in output.splitlines())):
+        match = PIP_CHECK_MISSING.match(line)
+        missing = canonical(match.group(2)) if match else None
+        if substitutes.get(missing) not in installed:
+            unexpected.append(line)
+    return unexpected
+
+
+def pip_check(python: str) -> int:
+    """``pip check`` of the installed set, with the GPU substitutions of the lock allowed and said."""
+    result = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True, check=False)
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
+                            check=True)
+    installed = {canonical(line.split("==")[0]) for line in listed.stdout.splitlines() if "==" in line}
+    problems = unexpected_pip_check_lines(result.stdout + result.stderr, installed)
+    for problem in problems:
+        sys.stderr.write(f"error: pip check: {problem}\n")
+    if not problems:
+        allowed = ", ".join(f"{gpu} for {cpu}" for cpu, gpu in GPU_SUBSTITUTES.items())
+        print(f"pip check: no broken requirements (installed in place of the CPU builds: {allowed}).")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -184,11 +240,16 @@ def main(argv: list[str] | None = None) -> int:
         "check-sources", help="fail when the sources' requirements are not the lock's input")
     check_parser.add_argument("--comfyui-dir", type=Path, required=True)
     check_parser.add_argument("--input", type=Path, default=INPUT)
+    pip_check_parser = commands.add_parser(
+        "pip-check", help="pip check of an environment installed from the lock (GPU substitutions allowed)")
+    pip_check_parser.add_argument("--python", default=sys.executable, help="that environment's Python")
     args = parser.parse_args(argv)
 
     if args.command == "compile":
         compile_lock(args.comfyui_dir.resolve(), args.uv)
         return 0
+    if args.command == "pip-check":
+        return pip_check(args.python)
     problems = source_mismatches(args.comfyui_dir, args.input.read_text(encoding="utf-8"))
     for problem in problems:
         sys.stderr.write(f"error: {problem}; regenerate the lock (README, 'The image lock').\n")

@@ -83,6 +83,10 @@ def test_the_lock_resolves_for_the_images_python_and_platform_exactly_as_locked(
     assert result.returncode == 0, f"the lock does not resolve for the image:\n{result.stdout}\n{result.stderr}"
     installed = json.loads(report.read_text())["install"]
     chosen = {image_lock.canonical(item["metadata"]["name"]): item for item in installed}
+    # kokoro-onnx names the CPU onnxruntime, which pip adds; the image installs the lock alone (--no-deps)
+    cpu_builds = {image_lock.canonical(name) for name in image_lock.GPU_SUBSTITUTES}
+    assert set(chosen) - set(LOCKED) == cpu_builds
+    chosen = {name: item for name, item in chosen.items() if name not in cpu_builds}
     assert {name: item["metadata"]["version"] for name, item in chosen.items()} == \
         {name: entry["version"] for name, entry in LOCKED.items()}, "pip would install another set than the lock"
     for name, item in chosen.items():
@@ -124,10 +128,25 @@ def test_the_workers_requirements_are_the_locks_versions():
     pins = image_lock.read_pins((REPO_ROOT / "requirements.txt").read_text(encoding="utf-8"))
     assert pins and all(line.partition("#")[0].strip() == "" or "==" in line
                         for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()), "pin every package"
+    substitutes = {image_lock.canonical(cpu): Requirement(gpu) for cpu, gpu in image_lock.GPU_SUBSTITUTES.items()}
     for name, version in pins.items():
+        if name in substitutes:
+            continue
         assert name in LOCKED, f"requirements.txt has {name}, the lock does not"
         assert LOCKED[name]["version"] == version, \
             f"requirements.txt pins {name}=={version}, the image installs {LOCKED[name]['version']}"
+
+
+def test_the_image_has_onnxruntime_gpu_for_cuda_12_in_place_of_the_cpu_build():
+    pins = image_lock.read_pins((REPO_ROOT / "requirements.txt").read_text(encoding="utf-8"))
+    assert "onnxruntime" in pins and "onnxruntime" not in LOCKED, "two distributions of one module"
+    gpu = Requirement(image_lock.GPU_SUBSTITUTES["onnxruntime"])
+    assert gpu.specifier.contains(LOCKED["onnxruntime-gpu"]["version"])
+    assert Version(LOCKED["onnxruntime-gpu"]["version"]) < Version("1.27"), "1.27 and later need CUDA 13"
+    # the extras' CUDA 12 libraries are torch's own, at torch's versions (one cuDNN, one cuBLAS in the image)
+    assert {"cuda", "cudnn"} <= gpu.extras
+    assert LOCKED["nvidia-cudnn-cu12"]["version"].startswith("9.")
+    assert "onnxruntime ; sys_platform == 'never'" in image_lock.render_overrides()
 
 
 def test_the_input_is_what_the_script_writes_from_its_known_good_pins():
@@ -174,9 +193,12 @@ def test_torch_is_the_cuda_12_8_build_the_base_image_runs():
 
 
 def test_the_nodes_stack_is_not_newer_than_the_node_commits():
-    """numpy, opencv, huggingface_hub, librosa, av, protobuf: as of October 2025, not 13 months later."""
+    """numpy, opencv, huggingface_hub, librosa, protobuf: as of October 2025, not 13 months later.
+
+    PyAV is the worker's (17.1 fixes a per-call leak of 16.x's audio resampler); scripts/image_lock.py
+    lets it and text to speech be newer, and nothing else."""
     ceilings = {"numpy": "2.4", "opencv-python": "4.13", "huggingface-hub": "1.0", "librosa": "0.12",
-                "av": "17", "protobuf": "7"}
+                "protobuf": "7"}
     for name, ceiling in ceilings.items():
         assert Version(LOCKED[name]["version"]) < Version(ceiling), f"{name} {LOCKED[name]['version']}"
 
@@ -240,3 +262,48 @@ def test_the_audio_check_passes_in_an_environment_installed_from_the_lock():
     assert result.returncode == 0, result.stderr
     assert "13 hidden states, audio embedding (12, 25, 768)" in result.stdout
     assert "transformers 4.57.1" in result.stdout
+
+
+# ---------------------------------------------------------------- the build's pip check
+
+
+def _environment(root: Path, dists: dict[str, list[str]]) -> str:
+    """A venv holding only the named distributions (metadata only: what pip check reads)."""
+    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=120)
+    python = root / "bin" / "python"
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    for dist, requires in dists.items():
+        name, version = dist.split("==")
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+                 *(f"Requires-Dist: {r}" for r in requires)]
+        (info / "METADATA").write_text("\n".join(lines) + "\n")
+        (info / "RECORD").write_text("")
+    return str(python)
+
+
+def _pip_check(python: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "pip-check", "--python", python],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_builds_pip_check_allows_only_the_gpu_substitution(tmp_path):
+    python = _environment(tmp_path / "ok", {"kokoro-onnx==0.6.1": ["onnxruntime>=1.20.1", "numpy"],
+                                            "onnxruntime-gpu==1.26.0": ["numpy"], "numpy==2.3.4": []})
+    result = _pip_check(python)
+    assert result.returncode == 0, result.stderr
+    assert "onnxruntime-gpu[cuda,cudnn]==1.26.0 for onnxruntime" in result.stdout
+
+
+def test_the_builds_pip_check_fails_on_anything_else(tmp_path):
+    python = _environment(tmp_path / "bad", {"kokoro-onnx==0.6.1": ["onnxruntime>=1.20.1", "numpy>=2.0.2"],
+                                             "numpy==1.0": [], "peft==0.17.1": ["accelerate>=0.21.0"]})
+    result = _pip_check(python)
+    assert result.returncode == 1
+    # without onnxruntime-gpu the missing CPU build is a real gap; the others are what pip check says
+    assert "error: pip check: kokoro-onnx 0.6.1 requires onnxruntime, which is not installed." in result.stderr
+    assert "error: pip check: peft 0.17.1 requires accelerate, which is not installed." in result.stderr
+    assert "error: pip check: kokoro-onnx 0.6.1 has requirement numpy>=2.0.2, but you have numpy 1.0." \
+        in result.stderr

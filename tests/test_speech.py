@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infinitetalk_worker import speech
 from infinitetalk_worker.config import Settings
 from infinitetalk_worker.errors import InputError
 from infinitetalk_worker.request import parse_request
@@ -73,7 +74,13 @@ def test_the_engine_is_loaded_once_per_process(settings):
     first = engine_for(settings)
     assert engine_for(dataclasses.replace(settings, max_text_chars=10)) is first
     assert first.voices == VOICES
-    assert first.providers[-1] == "CPUExecutionProvider"
+    assert first.providers == ["CPUExecutionProvider"] and first.device == "cpu"  # CI's onnxruntime: the CPU build
+
+
+def test_the_gpu_comes_first_when_onnxruntime_is_the_cuda_build():
+    assert speech._providers(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]) == \
+        ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert speech._providers(["AzureExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
 
 
 def test_an_unknown_voice_is_refused_with_the_list_of_voices(settings, tmp_path):

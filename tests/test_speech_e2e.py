@@ -116,3 +116,4 @@ def test_text_errors_reach_the_caller_before_anything_is_fetched(inputs, tmp_pat
 def test_the_readiness_probe_says_whether_the_worker_can_speak():
     result = asyncio.run(handler_module.handler({"id": "probe", "input": {"test": True}}))
     assert result["text_to_speech"] is True
+    assert result["text_to_speech_device"] == "cpu"  # onnxruntime here is the CPU build
