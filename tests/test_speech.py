@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
 import wave
 from pathlib import Path
 
@@ -213,3 +215,41 @@ def test_the_worker_loads_the_engine_at_start_and_says_when_it_cannot(settings, 
     with caplog.at_level("WARNING"):
         assert warm_up(absent) is None
     assert "text to speech unavailable" in caplog.text and "absent.onnx" in caplog.text
+
+
+GPU_BUILD_SCRIPT = """
+import json, os, sys
+from importlib import metadata
+from pathlib import Path
+import numpy as np
+import onnxruntime
+from infinitetalk_worker.speech import SpeechEngine
+engine = SpeechEngine(Path(sys.argv[1]), Path(sys.argv[2]))
+audio = engine.speak("text", sys.argv[3], sys.argv[4], 1.0)
+print(json.dumps({"builds": [d.metadata["Name"] for d in metadata.distributions()
+                             if d.metadata["Name"].startswith("onnxruntime")],
+                  "available": onnxruntime.get_available_providers(), "providers": engine.providers,
+                  "device": engine.device, "gpu": os.path.exists("/dev/nvidia0"),
+                  "seconds": len(audio) / 24000, "peak": float(np.abs(audio).max()),
+                  "nan": bool(np.isnan(audio).any())}))
+"""
+
+
+def test_the_images_onnxruntime_gpu_speaks_on_the_gpu_or_falls_back_to_the_cpu(kokoro_files):
+    """Opt-in: ONNXRUNTIME_GPU_PYTHON is a Python with requirements.txt installed and, as in the image,
+    onnxruntime-gpu 1.26.0 in place of onnxruntime (README, "The image lock")."""
+    python = os.environ.get("ONNXRUNTIME_GPU_PYTHON")
+    if not python:
+        pytest.skip("set ONNXRUNTIME_GPU_PYTHON to a Python with the image's onnxruntime-gpu")
+    model, voices = kokoro_files
+
+    result = subprocess.run([python, "-c", GPU_BUILD_SCRIPT, str(model), str(voices), SENTENCE, "jf_alpha"],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["builds"] == ["onnxruntime-gpu"] and "CUDAExecutionProvider" in report["available"]
+    expected = ["CUDAExecutionProvider", "CPUExecutionProvider"] if report["gpu"] else ["CPUExecutionProvider"]
+    assert report["providers"] == expected and report["device"] == ("gpu" if report["gpu"] else "cpu")
+    assert not report["nan"] and report["peak"] > LOUD and report["seconds"] > 2
