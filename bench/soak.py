@@ -1,6 +1,6 @@
 """Soak: many sequential jobs in one worker process; nothing may accumulate.
 
-    python bench/soak.py [--jobs 200] [--comfyui auto|real|fake]
+    python bench/soak.py [--jobs 200] [--comfyui auto|real|fake] [--tracemalloc]
 
 Runs a repeating mix through ``handler.handler``: the four smoke workflows, Base64 and URL inputs
 (from a loopback file server in its own process), a result to the network volume, a request with
@@ -11,6 +11,8 @@ ComfyUI's history entries and output files (and RSS every 50 jobs). PASS when no
 left, file descriptors and ComfyUI's history and output files do not grow from warm to end, threads
 stay within the event loop's executor pool, and RSS grows less than 3 MB from warm to end (what
 the allocator and bounded caches may still take; a leak of 20 kB per job fails a 200-job run).
+``--tracemalloc`` also prints the source lines whose Python allocations grew most from warm to end
+(where a leak is; memory that C libraries allocate themselves does not show there).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -101,7 +104,8 @@ def serve_files(folder: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the loopback file server did not start")
 
 
-def soak(total: int, url: str, workdir: Path, inputs: Path, comfyui_dir: Path | None, files_url: str) -> bool:
+def soak(total: int, url: str, workdir: Path, inputs: Path, comfyui_dir: Path | None, files_url: str,
+         trace: bool = False) -> bool:
     import handler
     from infinitetalk_worker.logs import setup_logging
 
@@ -125,6 +129,7 @@ def soak(total: int, url: str, workdir: Path, inputs: Path, comfyui_dir: Path | 
         collect_volume_result(result, settings.volume_root)
         if index + 1 == WARM_ROUNDS * len(rounds):
             snapshots["warm"] = figures(settings, url, comfyui_dir)
+            warm_trace = _start_trace() if trace else None
         if (index + 1) % CHECKPOINT_EVERY == 0:
             common.trim_heap()
             print(f"  after {index + 1:5d} jobs: RSS {common.rss_mb():6.1f} MB, open fds {common.open_fds()}, "
@@ -132,7 +137,25 @@ def soak(total: int, url: str, workdir: Path, inputs: Path, comfyui_dir: Path | 
     elapsed = time.monotonic() - started
     snapshots["end"] = figures(settings, url, comfyui_dir)
     runner.close()
+    if trace:
+        print_growth(warm_trace, total - WARM_ROUNDS * len(rounds))
     return report(snapshots, total, elapsed, unexpected)
+
+
+def _start_trace() -> tracemalloc.Snapshot:
+    tracemalloc.start(8)
+    return tracemalloc.take_snapshot()
+
+
+def print_growth(warm: tracemalloc.Snapshot, jobs: int, lines: int = 8) -> None:
+    """The source lines whose live Python allocations grew most since the warm-up, per job."""
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    growth = tracemalloc.take_snapshot().filter_traces(ignore).compare_to(warm.filter_traces(ignore), "lineno")
+    print(f"Python allocations grown since warm ({jobs} jobs), largest first:")
+    for stat in growth[:lines]:
+        frame = stat.traceback[0]
+        print(f"  {stat.size_diff / 1024:9.1f} KiB ({stat.size_diff / max(jobs, 1):7.1f} B/job, "
+              f"{stat.count_diff:+d} blocks)  {frame.filename}:{frame.lineno}")
 
 
 def collect_volume_result(result: dict, volume: Path) -> None:
@@ -173,6 +196,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=200, help="more than 48 (the first four rounds of the mix warm up)")
     parser.add_argument("--comfyui", choices=("auto", "real", "fake"), default="auto")
+    parser.add_argument("--tracemalloc", action="store_true", help="print where Python allocations grew")
     args = parser.parse_args()
     minimum = WARM_ROUNDS * ROUND_LENGTH
     if args.jobs <= minimum:  # the leak checks compare the end with the state after the warm-up rounds
@@ -184,7 +208,7 @@ def main() -> int:
         try:
             with common.comfyui(args.comfyui, workdir) as (kind, url, comfyui_dir):
                 print(f"ComfyUI: {kind} at {url}")
-                return 0 if soak(args.jobs, url, workdir, inputs, comfyui_dir, files_url) else 1
+                return 0 if soak(args.jobs, url, workdir, inputs, comfyui_dir, files_url, args.tracemalloc) else 1
         finally:
             files.terminate()
             files.wait(10)

@@ -9,7 +9,9 @@ time so no request can exhaust the disk, memory or clock. Every job also gets a 
 
 from __future__ import annotations
 
+import contextvars
 import errno
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,16 +89,22 @@ def _prepare_speakers(request: JobRequest, media: PreparedMedia, job_dir: Path) 
     picture = media.files["image" if request.input_type == "image" else "video"]
     tracks = [media.audio_tracks[slot] for slot in ("audio_1", "audio_2")]
     frames = frame_count(tracks, request.audio_mode, request.max_frame, separated=False)  # +-1 frame: enough here
-    media.speakers = choose_speaker_boxes(request, picture, media.output_size, frames)
+    if request.voices_swapped:
+        media.files["audio_1"], media.files["audio_2"] = media.files["audio_2"], media.files["audio_1"]
+        media.audio_tracks = {"audio_1": media.audio_tracks["audio_2"], "audio_2": media.audio_tracks["audio_1"]}
+    # The soundtrack (both voices decoded, resampled, mixed) needs nothing of the regions: it is made on a
+    # second thread while the faces are looked for (PyAV and OpenCV release the GIL).
+    with ThreadPoolExecutor(1, thread_name_prefix="soundtrack") as pool:
+        soundtrack = pool.submit(contextvars.copy_context().run, make_soundtrack,
+                                 [media.files["audio_1"], media.files["audio_2"]], request.audio_mode,
+                                 job_dir / "soundtrack.wav")
+        media.speakers = choose_speaker_boxes(request, picture, media.output_size, frames)
+        media.files["soundtrack"] = soundtrack.result()
     if media.speakers.warning:
         media.notes.append(media.speakers.warning)
     boxes = list(media.speakers.boxes)
     if request.voices_swapped:
         boxes.reverse()
-        media.files["audio_1"], media.files["audio_2"] = media.files["audio_2"], media.files["audio_1"]
-        media.audio_tracks = {"audio_1": media.audio_tracks["audio_2"], "audio_2": media.audio_tracks["audio_1"]}
-    media.files["soundtrack"] = make_soundtrack(
-        [media.files["audio_1"], media.files["audio_2"]], request.audio_mode, job_dir / "soundtrack.wav")
     media.files.update(make_speaker_masks(boxes, media.output_size, job_dir))
 
 

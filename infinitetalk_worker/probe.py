@@ -159,25 +159,25 @@ class VideoProbe(NamedTuple):
 
 
 def probe_video(path: Path, key: str, settings: Settings) -> VideoProbe:
-    """Prove the bytes are a whole, moving video (not a still image) and return its duration and size."""
+    """Prove the bytes are a whole, moving video (not a still image) and return its duration and size.
+
+    One open: the declared length first (a video over the limit is refused without reading it), then
+    every packet once (``_read_through``).
+    """
     refuse_short_container(path, key, "video")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video or _is_still_image(container):
                 raise InputError(key, "the data is not a video (no video track found).")
             stream = container.streams.video[0]
-            first = next(container.decode(stream))
-            size = (first.width, first.height)
             seconds = _container_seconds(container, stream)
-        if seconds > settings.max_video_seconds:
-            raise InputError(
-                key, f"the video is {seconds:.1f} s long, over the {settings.max_video_seconds:g}-second limit."
-            )
-        _refuse_missing_frames(path, key)
+            if seconds > settings.max_video_seconds:
+                raise InputError(
+                    key, f"the video is {seconds:.1f} s long, over the {settings.max_video_seconds:g}-second limit."
+                )
+            size = _read_through(container, stream, key)
     except InputError:
         raise
-    except StopIteration:
-        raise InputError(key, "the video has no frames.") from None
     except av.error.EOFError:
         raise truncated(key, "video", "it ends in the middle of its data") from None
     except (av.FFmpegError, OSError, ValueError) as exc:
@@ -198,19 +198,24 @@ def _container_seconds(container: av.container.InputContainer, stream: av.video.
     return (stream.frames or 1) / FPS
 
 
-def _refuse_missing_frames(path: Path, key: str) -> None:
-    """Read every video packet (no decoding: cheap) and compare with the frames or length declared."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        packets, end = 0, 0.0
-        for packet in container.demux(stream):
-            if packet.size and packet.pts is not None:
-                packets += 1
-                end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
-        if stream.frames and packets < stream.frames:
-            raise truncated(key, "video", f"its header promises {stream.frames} frames but only {packets} are there")
-        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        _refuse_short_of_declared(key, "video", end - start, _declared_seconds(container, stream))
+def _read_through(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                  key: str) -> tuple[int, int]:
+    """Read every video packet (decoding only up to the first picture, for its size) and compare the
+    packets with the frames or length the header declares: a video cut short is refused."""
+    size, packets, end = None, 0, 0.0
+    for packet in container.demux(stream):
+        if size is None:  # the last, empty packet flushes the decoder: a very short clip still shows a frame
+            size = next(((frame.width, frame.height) for frame in packet.decode()), None)
+        if packet.size and packet.pts is not None:
+            packets += 1
+            end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    if size is None:
+        raise InputError(key, "the video has no frames.")
+    if stream.frames and packets < stream.frames:
+        raise truncated(key, "video", f"its header promises {stream.frames} frames but only {packets} are there")
+    start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+    _refuse_short_of_declared(key, "video", end - start, _declared_seconds(container, stream))
+    return size
 
 
 # -- container structure ---------------------------------------------------------------------------

@@ -38,6 +38,9 @@ EXAMPLES = REPO_ROOT / "examples"
 CHECK_RATE = 16000
 MAX_SOUND_LAG_S = 0.1
 MIN_SOUND_CORRELATION = 0.9
+#: a job's deadline in the rehearsal: on CPU a 128x128 case takes minutes, the 480p case over an hour,
+#: past the worker's default JOB_DEADLINE_S (one hour)
+REHEARSAL_DEADLINE_S = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,7 @@ def rehearsal_settings(base: Settings, comfyui_url: str | None, folder: Path) ->
         base, comfyui_url=(comfyui_url or base.comfyui_url).rstrip("/"), allow_standin_models=True,
         workflow_dir=REPO_ROOT / "workflows", allowed_input_roots=[folder.resolve(), EXAMPLES.resolve()],
         inline_output_limit_bytes=min(base.inline_output_limit_bytes, 9 * 1024 * 1024),
+        job_deadline_s=max(base.job_deadline_s, REHEARSAL_DEADLINE_S),
     )
 
 

@@ -159,3 +159,12 @@ def test_right_left_expects_speaker_2_first(tmp_path):
     assert check_result(case, raw, {"frames": 40, **REPORTED_128}, swapped) == []
     in_request_order = encode_mp4(tmp_path / "ab.mp4", 40, (128, 128), np.concatenate([a, b]))
     assert any("does not match" in p for p in check_result(case, raw, {"frames": 40, **REPORTED_128}, in_request_order))
+
+
+def test_the_rehearsal_gives_its_slow_cpu_cases_more_than_the_default_one_hour_deadline(tmp_path):
+    from infinitetalk_worker.config import Settings
+    from infinitetalk_worker.rehearsal import rehearsal_settings
+
+    assert Settings().job_deadline_s == 3600  # the 480p case took longer than this on the build machine
+    assert rehearsal_settings(Settings(), None, tmp_path).job_deadline_s == 6 * 3600
+    assert rehearsal_settings(Settings(job_deadline_s=9 * 3600), None, tmp_path).job_deadline_s == 9 * 3600
