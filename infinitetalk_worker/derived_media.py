@@ -75,5 +75,6 @@ def make_speaker_masks(boxes: Sequence[Box], size: tuple[int, int], job_dir: Pat
 
 
 def _save_mask(mask: Image.Image, path: Path) -> Path:
-    mask.convert("RGB").save(path)
+    """Grey PNG: ComfyUI's LoadImageMask turns it into RGBA and reads the red channel, which is the grey."""
+    mask.save(path, compress_level=1)
     return path

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import av.video.reformatter
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
@@ -46,7 +47,9 @@ def _cascade() -> cv2.CascadeClassifier:
 def find_faces(picture: Image.Image) -> list[FaceBox]:
     """The faces in one picture, left to right, as 0..1 boxes of that picture."""
     scale = min(1.0, DETECT_SIDE / max(picture.size))
-    small = picture.convert("L").resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
+    small = picture.convert("L") if picture.mode != "L" else picture
+    if scale < 1.0:
+        small = small.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
     grey = np.asarray(small)
     height, width = grey.shape
     side = max(24, int(min(width, height) * MIN_FACE_FRACTION))
@@ -81,7 +84,7 @@ def crop_to_aspect(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
 def faces_in_image(path: Path, size: tuple[int, int]) -> list[FaceBox]:
     """Faces of a portrait as the output of ``size`` shows it (EXIF rotation applied, as the probe does)."""
     with Image.open(path) as image:
-        picture = ImageOps.exif_transpose(image).convert("RGB")
+        picture = ImageOps.exif_transpose(image).convert("L")  # grey is all the cascade reads
     return find_faces(crop_to_aspect(picture, size))
 
 
@@ -94,8 +97,10 @@ def faces_in_video(path: Path, size: tuple[int, int], frames: int | None = None,
 
 
 def _spread_frames(path: Path, samples: int, seconds: float | None) -> Iterator[Image.Image]:
-    """Evenly spaced frames of the first video stream's first ``seconds``, decoded in one pass (no seeking:
-    any codec works)."""
+    """Evenly spaced frames of the first video stream's first ``seconds`` in grey (all the cascade reads),
+    decoded in one pass (no seeking: any codec works). One reformatter keeps FFmpeg's scaler set up across
+    the frames: ``to_image`` builds a new one per frame, which cost more than decoding the clip."""
+    grey = av.video.reformatter.VideoReformatter()
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         total = stream.frames or _count_packets(container, stream)
@@ -104,7 +109,7 @@ def _spread_frames(path: Path, samples: int, seconds: float | None) -> Iterator[
         wanted = {round(i * (max(total, 1) - 1) / max(samples - 1, 1)) for i in range(samples)}
         for index, frame in enumerate(container.decode(stream)):
             if index in wanted:
-                yield frame.to_image()
+                yield Image.fromarray(grey.reformat(frame, format="gray").to_ndarray())
             if index >= max(wanted):
                 break
 
