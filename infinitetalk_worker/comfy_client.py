@@ -36,6 +36,7 @@ RECONNECT_EVERY_S = 2.0
 # job); one idle longer than this is closed instead of trusted.
 SOCKET_REUSE_S = 300.0
 UNREACHABLE_AFTER_S = 5.0
+FORGET_WAIT_S, FORGET_POLL_S = 30.0, 0.05  # how long a history deletion waits for the entry to exist
 LOG_TAIL_LINES = 20
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -130,10 +131,18 @@ class ComfyClient:
                 log.warning("could not send %s for prompt %s: %s", path, prompt_id, type(exc).__name__)
 
     def forget(self, prompt_id: str) -> None:
-        """Remove the prompt's history entry so a long-lived ComfyUI does not accumulate them."""
+        """Remove the prompt's history entry so a long-lived ComfyUI does not accumulate them.
+
+        The worker takes the video on the output node's ``executed`` message; ComfyUI writes the entry a
+        moment later (or after its deferred garbage collection), and deleting an entry that does not exist
+        yet does nothing, so this waits (bounded) for the entry first.
+        """
+        ends = time.monotonic() + FORGET_WAIT_S
         try:
+            while not _finished(self.history(prompt_id)) and time.monotonic() < ends:
+                time.sleep(FORGET_POLL_S)
             self.session.post(self.base_url + "/history", json={"delete": [prompt_id]}, timeout=5)
-        except requests.RequestException:
+        except (requests.RequestException, ComfyError):
             log.debug("could not delete history of %s", prompt_id)
 
     def download(self, output: OutputFile, target: Path) -> None:
@@ -249,7 +258,8 @@ class _PromptWatch:
         self.client, self.prompt_id, self.deadline, self.cancel = client, prompt_id, deadline, cancel
         self.output_node, self.on_progress = output_node, on_progress
         self.ws_files: list[OutputFile] = []  # what the output node's `executed` message named
-        self.ws_times: dict[str, int] = {}  # execution_start / execution_success timestamps (ms)
+        self.started_ms: int | None = None  # ComfyUI's execution_start timestamp (ms since the epoch)
+        self.executed_ms: int | None = None  # this clock when the output node's `executed` arrived
         reused = client.take_socket()
         self.client_id = reused[0] if reused else uuid.uuid4().hex
         self.ws: websocket.WebSocket | None = reused[1] if reused else None
@@ -286,8 +296,8 @@ class _PromptWatch:
             self.ws = None
 
     def wait(self) -> PromptResult:
-        """The prompt's result: from the websocket alone when it saw the success and the output's
-        files, otherwise from ``/history`` (failures, and when the socket dropped meanwhile)."""
+        """The prompt's result: from the websocket alone once the output node (the graph's only one, so
+        the last to run) named its files, otherwise from ``/history`` (failures, a dropped socket)."""
         while True:
             self._check_limits()
             if self.ws is not None and self._read_socket():
@@ -302,10 +312,13 @@ class _PromptWatch:
                 return _result_from_history(self.prompt_id, entry, self.output_node)
 
     def _ws_result(self) -> PromptResult | None:
-        if not self.ws_files or "execution_success" not in self.ws_times:
+        """Execution time from ComfyUI's start stamp to the output's message (same host, same clock; ComfyUI
+        stamps execution_success a moment later, but that message may wait behind its gc.collect())."""
+        if not self.ws_files or self.executed_ms is None:
             return None
-        start, end = self.ws_times.get("execution_start"), self.ws_times["execution_success"]
-        return PromptResult(self.prompt_id, self.ws_files, (end - start) / 1000.0 if start else None)
+        start = self.started_ms
+        execution_s = max(0.0, (self.executed_ms - start) / 1000.0) if start is not None else None
+        return PromptResult(self.prompt_id, self.ws_files, execution_s)
 
     def _check_limits(self) -> None:
         if self.cancel.is_set():
@@ -336,13 +349,13 @@ class _PromptWatch:
         kind, data = message.get("type"), message.get("data") or {}
         if data.get("prompt_id") != self.prompt_id:
             return False
-        if kind in ("execution_start", "execution_success") and isinstance(data.get("timestamp"), int):
-            self.ws_times[kind] = data["timestamp"]
+        if kind == "execution_start" and isinstance(data.get("timestamp"), int):
+            self.started_ms = data["timestamp"]
         if kind == "executed" and str(data.get("node")) == self.output_node:
             output = data.get("output") or {}
             self.ws_files = [_output_file(item) for item in output.get("gifs", []) + output.get("images", [])]
-        if kind == "execution_success" and self.ws_files:
-            return True
+            self.executed_ms = int(time.time() * 1000)
+            return bool(self.ws_files)  # the video is written; what ComfyUI sends next can wait behind its gc
         if kind == "executing" and data.get("node") is None:
             return True
         if kind == "progress":

@@ -289,7 +289,6 @@ def test_websocket_that_never_opens_still_completes_from_history(fake_comfy, tmp
     assert "error" not in result, result["error"]
     assert result["frames"] == 25 and time.monotonic() - started < 10
     assert not any(path.startswith("/ws") for _, path in fake_comfy.requests)
-    assert any(path.startswith("/history/") for _, path in fake_comfy.requests)
 
 
 # -- one websocket for many jobs -------------------------------------------------------------------
@@ -301,7 +300,6 @@ def test_jobs_in_a_row_share_one_websocket(fake_comfy, tmp_path, inputs):
     results = [run(job(inputs), job_id=f"job-{n}") for n in range(3)]
     assert [r.get("frames") for r in results] == [25, 25, 25], results
     assert sum(path.startswith("/ws") for _, path in fake_comfy.requests) == 1
-    assert not any(path.startswith("/history/") and method == "GET" for method, path in fake_comfy.requests)
     wait_until(lambda: not fake_comfy.history, 5, "ComfyUI's history of the three prompts deleted")
 
 

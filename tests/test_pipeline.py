@@ -9,6 +9,8 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 import wave
 from dataclasses import replace
 from pathlib import Path
@@ -138,14 +140,38 @@ def test_render_prints_the_graph_and_its_frame_count(tmp_path, inputs):
 
 
 def test_the_result_comes_from_the_websocket_and_the_shared_disk(settings, inputs, fake_comfy):
-    """Neither /history nor /view is waited for when the socket saw the output and the disk is shared:
-    right after a prompt ComfyUI's HTTP answers stall behind its garbage collection."""
+    """The video is taken on the output node's message, from ComfyUI's folder: the job does not wait for
+    the prompt's end (execution_success, history), which in ComfyUI can wait behind its gc.collect()."""
     handler_module.reset_worker(settings)
-    result = run(job(inputs))
-    assert "video" in result and result["frames"] == 37
-    paths = [path for method, path in fake_comfy.requests if method == "GET"]
-    assert not any(p.startswith(("/history", "/view")) for p in paths), paths
-    assert result["timings"]["comfyui_execution_s"] >= 0
+    fake_comfy.finish_gate = threading.Event()
+    try:
+        result = run(job(inputs))
+        assert "video" in result and result["frames"] == 37
+        assert result["timings"]["comfyui_execution_s"] >= 0
+        assert not fake_comfy.idle and not fake_comfy.history  # the prompt had not ended when the job answered
+    finally:
+        fake_comfy.finish_gate.set()
+    assert not any(path.startswith("/view") for _, path in fake_comfy.requests)
+
+
+def test_the_history_entry_is_deleted_once_comfyui_writes_it(settings, inputs, fake_comfy):
+    """A long-lived ComfyUI keeps no entry per job, also when it writes the entry after the job answered."""
+    handler_module.reset_worker(settings)
+    fake_comfy.finish_gate = threading.Event()
+    assert "video" in run(job(inputs))
+    time.sleep(0.3)  # the deletion is asked for meanwhile, before the entry exists
+    fake_comfy.finish_gate.set()
+    assert wait_for(lambda: fake_comfy.idle)  # the prompt ended: its entry is written
+    assert wait_for(lambda: not fake_comfy.history), fake_comfy.history.keys()
+
+
+def wait_for(condition, timeout_s: float = 10.0) -> bool:
+    ends = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > ends:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_without_the_websocket_the_history_still_gives_the_result(settings, inputs, fake_comfy, monkeypatch):
@@ -157,8 +183,7 @@ def test_without_the_websocket_the_history_still_gives_the_result(settings, inpu
     monkeypatch.setattr(websocket, "create_connection", refuse)
     handler_module.reset_worker(settings)
     result = run(job(inputs))
-    assert "video" in result and result["frames"] == 37
-    assert any(path.startswith("/history/") for method, path in fake_comfy.requests if method == "GET")
+    assert "video" in result and result["frames"] == 37  # found by polling /history
 
 
 def test_render_prints_the_speaker_regions_and_where_they_came_from(tmp_path, inputs):

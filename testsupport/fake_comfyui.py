@@ -1085,6 +1085,10 @@ class FakeComfyUI:
         # True: queued prompts wait (ComfyUI busy elsewhere) until the first POST /interrupt or /queue,
         # and the next one starts at once after it: the worst moment for a client cancelling a prompt.
         self.start_queue_after_first_cancel_request = False
+        # Set by tests: a prompt's end (execution_success, its history entry, the last `executing`) waits for
+        # this event after the output node's `executed` went out, as ComfyUI's end can wait behind its deferred
+        # gc.collect(). None: no wait.
+        self.finish_gate: threading.Event | None = None
         self.prompts: list[dict] = []
         self.interrupts: list[dict] = []
         self.queue_deletes: list[dict] = []
@@ -1557,6 +1561,8 @@ class FakeComfyUI:
         except NodeFailed as failure:
             await self._add_message(run, "execution_error", self._error_data(run, failure))
             return "error"
+        if self.finish_gate is not None:
+            await asyncio.to_thread(self.finish_gate.wait, 60)
         await self._add_message(run, "execution_success", {"prompt_id": prompt_id, "timestamp": now_ms()})
         return "success"
 
