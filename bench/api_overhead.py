@@ -232,12 +232,12 @@ def verdict(label: str, runs: list[dict], target: float) -> bool:
 
 def print_legend() -> None:
     tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
-    print("\n(round_trip: POST /runsync to its answer, as the client sees it; execution: ComfyUI's execution_start.."
-          "\n execution_success; overhead = round_trip - execution = worker + comfy_wait + outside; inputs, fetch "
-          "(ComfyUI's\n video and its metadata), delivery: the worker's steps from the result's timings (rounded "
-          "to 1 ms),\n worker = their sum; comfy_wait: POST /prompt to ComfyUI's answer, minus execution; outside: "
-          "the SDK,\n HTTP and JSON around the handler; cpu: the worker process's utime + stime, all threads, in "
-          f"clock ticks of {tick_ms:.0f} ms)\n")
+    print("\n(round_trip: POST /runsync to its answer, as the client sees it; execution: the result's "
+          "comfyui_execution_s,\n execution_start to the output's message; overhead = round_trip - execution = "
+          "worker + comfy_wait + outside;\n inputs, fetch (ComfyUI's video and its metadata), delivery: the "
+          "worker's steps from the result's timings\n (rounded to 1 ms), worker = their sum; comfy_wait: "
+          "POST /prompt to ComfyUI's answer, minus execution;\n outside: the SDK, HTTP and JSON around the "
+          f"handler; cpu: the worker process's utime + stime, all threads,\n in clock ticks of {tick_ms:.0f} ms)\n")
 
 
 def parse_args() -> argparse.Namespace:
@@ -274,11 +274,9 @@ def run_all(args: argparse.Namespace, workdir: Path) -> tuple[str, str, list[dic
     return comfy_kind, url, paced, back_to_back, len(jobs)
 
 
-def main() -> int:
-    args = parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the subprocesses are stopped on the way out
-    with tempfile.TemporaryDirectory(prefix="bench-api-overhead-") as temp:
-        comfy_kind, url, paced, back_to_back, warm_ups = run_all(args, Path(temp))
+def report(args: argparse.Namespace, comfy_kind: str, url: str, paced: list[dict], back_to_back: list[dict],
+           warm_ups: int) -> bool:
+    """Both modes' tables and the two verdicts (bench/overhead.py prints this section too)."""
     print(f"\nComfyUI: {comfy_kind} at {url}; the worker behind `handler.py --rp_serve_api`; smoke set "
           f"({args.workflow}); {args.jobs} jobs per mode after {warm_ups} warm-up jobs")
     print_mode(f"paced (each job posted {args.gap:g} s after the previous answer)", paced)
@@ -286,7 +284,20 @@ def main() -> int:
     print_legend()
     ok = verdict("paced client-seen overhead", paced, PACED_TARGET_S)
     ok &= verdict("back-to-back client-seen overhead", back_to_back, BACK_TO_BACK_TARGET_S)
-    return 0 if ok else 1
+    return ok
+
+
+def run_and_report(args: argparse.Namespace) -> bool:
+    """The whole benchmark in a temporary folder of its own."""
+    with tempfile.TemporaryDirectory(prefix="bench-api-overhead-") as temp:
+        comfy_kind, url, paced, back_to_back, warm_ups = run_all(args, Path(temp))
+    return report(args, comfy_kind, url, paced, back_to_back, warm_ups)
+
+
+def main() -> int:
+    args = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the subprocesses are stopped on the way out
+    return 0 if run_and_report(args) else 1
 
 
 if __name__ == "__main__":

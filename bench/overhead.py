@@ -3,11 +3,12 @@
     python bench/overhead.py [--comfyui auto|real|fake] [--repeat 10]
 
 Runs the CPU smoke set (all four workflows) through ``handler.handler``. ComfyUI's execution time
-comes from the websocket's execution_start and execution_success timestamps (what the worker itself
-reads); the rest of the handler's wall time is cut into the worker's steps (inputs and graph, submit,
-fetching the video, delivery, finish) and ComfyUI's wait (queue, start and answer). The media I/O
-(fetching and probing inputs, taking the video from ComfyUI's folder, Base64 encoding) is reported
-apart, and so is the worker process's CPU time per job.
+runs from the websocket's execution_start timestamp to the output node's ``executed`` message (what
+the worker itself reads: the result's ``comfyui_execution_s``); the rest of the handler's wall time is
+cut into the worker's steps (inputs and graph, submit, fetching the video, delivery, finish) and
+ComfyUI's wait (queue, start and answer). The media I/O (fetching and probing inputs, taking the video
+from ComfyUI's folder, Base64 encoding) is reported apart, and so is the worker process's CPU time
+per job.
 
 Targets (issue 14): warm, the worker's own steps at most 15 ms beyond the media I/O, and its CPU at
 most 60 ms beyond it; a fresh process's first job under 0.5 s of overhead (everything is loaded at
@@ -15,14 +16,20 @@ start, not on the first job). Each fresh-process figure comes from a child proce
 way ``handler.main`` does, then runs one job. Prefers the real ComfyUI at COMFYUI_URL (default
 http://127.0.0.1:8188); falls back to the fake.
 
-A last table runs the i2v_single job with each way of delivering the result (Base64, the network
+A further table runs the i2v_single job with each way of delivering the result (Base64, the network
 volume, S3 on a local moto_server when moto is installed): delivery is part of the overhead too.
+
+Last, the client's view (``bench/api_overhead.py``, unless ``--api-jobs 0``): the worker behind the SDK's
+local API, ``--api-jobs`` jobs paced ``--gap`` s apart and as many back to back, with the client-seen
+overhead, the worker's steps, ComfyUI's wait and the worker's CPU, each as median and range. Targets:
+median paced < 250 ms, back-to-back < 40 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import api_overhead  # noqa: E402
 import common  # noqa: E402
 
 WARM_TARGET_S = 0.015
@@ -175,10 +183,10 @@ def report(comfy_kind: str, url: str, warm: dict, fresh: dict, deliveries: dict,
     for kind, runs in deliveries.items():
         print(f"{kind:<33}" + " ".join(f"{median([r[c] for r in runs]) * 1000:9.1f}"
                                       for c in ("overhead", "io", "net", "delivery")))
-    print("\n(wall: handler call; execution: ComfyUI's execution_start..execution_success; overhead = wall - "
-          "execution;\n io = inputs + fetch + delivery; net = overhead - io; inputs: fetching and probing the "
-          "inputs and\n building the graph; submit: to POST /prompt; comfy_wait: POST /prompt to the websocket's "
-          "execution_success,\n minus execution (queue, start-up and answer); fetch: ComfyUI's video into the job "
+    print("\n(wall: handler call; execution: ComfyUI's execution_start..the output node's executed message; "
+          "overhead =\n wall - execution; io = inputs + fetch + delivery; net = overhead - io; inputs: fetching and "
+          "probing the\n inputs and building the graph; submit: to POST /prompt; comfy_wait: POST /prompt to the "
+          "output's message,\n minus execution (queue, start-up and answer); fetch: ComfyUI's video into the job "
           "folder;\n finish: metadata, clean-up; cpu: the worker process's CPU time for the job, all threads)\n")
     warm_net = max(median([r["net"] for r in runs]) for runs in warm.values())
     warm_io = max(median([r["io"] for r in runs]) for runs in warm.values())
@@ -200,11 +208,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--comfyui", choices=("auto", "real", "fake"), default="auto")
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--api-jobs", type=int, default=10,
+                        help="jobs per mode through the local API (paced, back to back); 0 skips that section")
+    parser.add_argument("--gap", type=float, default=10.0, help="idle seconds before each paced API job")
     for hidden in ("--child", "--url", "--workdir", "--inputs", "--comfyui-dir"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return first_job_child(args)
+    if args.api_jobs < 0 or args.gap < 0:
+        parser.error("--api-jobs and --gap must not be negative")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the subprocesses are stopped on the way out
+    ok = worker_section(args)
+    if args.api_jobs:
+        api_args = argparse.Namespace(comfyui=args.comfyui, jobs=args.api_jobs, gap=args.gap, workflow="all",
+                                      timeout=300.0)
+        ok &= api_overhead.run_and_report(api_args)
+    return 0 if ok else 1
+
+
+def worker_section(args: argparse.Namespace) -> bool:
+    """The handler in this process: warm jobs, fresh processes' first jobs, the delivery modes."""
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as temp:
         workdir = Path(temp)
         inputs = common.make_inputs(workdir / "inputs")
@@ -213,7 +237,7 @@ def main() -> int:
                      for kind in common.jobs_for(inputs)}
             warm = warm_figures(url, workdir, inputs, comfyui_dir, args.repeat)
             deliveries = delivery_figures(url, workdir, inputs, comfyui_dir, args.repeat)
-            return 0 if report(comfy_kind, url, warm, fresh, deliveries, args.repeat) else 1
+            return report(comfy_kind, url, warm, fresh, deliveries, args.repeat)
 
 
 if __name__ == "__main__":
