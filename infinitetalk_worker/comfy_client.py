@@ -130,19 +130,22 @@ class ComfyClient:
             except requests.RequestException as exc:
                 log.warning("could not send %s for prompt %s: %s", path, prompt_id, type(exc).__name__)
 
-    def forget(self, prompt_id: str) -> None:
+    def forget(self, prompt_id: str, session: requests.Session | None = None) -> None:
         """Remove the prompt's history entry so a long-lived ComfyUI does not accumulate them.
 
         The worker takes the video on the output node's ``executed`` message; ComfyUI writes the entry a
         moment later (or after its deferred garbage collection), and deleting an entry that does not exist
         yet does nothing, so this waits (bounded) for the entry first.
         """
+        http, url = session or self.session, self.base_url + "/history"
         ends = time.monotonic() + FORGET_WAIT_S
         try:
-            while not _finished(self.history(prompt_id)) and time.monotonic() < ends:
+            while time.monotonic() < ends:
+                if _finished(http.get(f"{url}/{prompt_id}", timeout=5).json().get(prompt_id) or {}):
+                    break
                 time.sleep(FORGET_POLL_S)
-            self.session.post(self.base_url + "/history", json={"delete": [prompt_id]}, timeout=5)
-        except (requests.RequestException, ComfyError):
+            http.post(url, json={"delete": [prompt_id]}, timeout=5)
+        except (requests.RequestException, ValueError, AttributeError):
             log.debug("could not delete history of %s", prompt_id)
 
     def download(self, output: OutputFile, target: Path) -> None:
@@ -246,8 +249,12 @@ class ComfyClient:
             self._forgets.put(prompt_id)
 
     def _forget_each(self, prompt_ids: queue.SimpleQueue[str | None]) -> None:
-        while (prompt_id := prompt_ids.get()) is not None:
-            self.forget(prompt_id)
+        """The deletions' own HTTP session: one kept connection, not a second one in the jobs' pool
+        whenever a deletion and a job's request overlap."""
+        with requests.Session() as session:
+            session.trust_env = False
+            while (prompt_id := prompt_ids.get()) is not None:
+                self.forget(prompt_id, session)
 
 
 class _PromptWatch:
