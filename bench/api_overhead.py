@@ -43,6 +43,7 @@ import common  # noqa: E402
 from infinitetalk_worker.config import Settings, env_name  # noqa: E402
 
 PACED_TARGET_S = 0.250
+JOBS_PER_MODE, PACED_GAP_S, RUNSYNC_TIMEOUT_S = 10, 10.0, 300.0  # the defaults (bench/overhead.py's too)
 BACK_TO_BACK_TARGET_S = 0.040
 START_TIMEOUT_S = 90.0
 HISTORY_TIMEOUT_S = 10.0
@@ -243,10 +244,10 @@ def print_legend() -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--comfyui", choices=("auto", "real", "fake"), default="auto")
-    parser.add_argument("--jobs", type=int, default=10, help="jobs per mode (at least 1)")
-    parser.add_argument("--gap", type=float, default=10.0, help="idle seconds before each paced job")
+    parser.add_argument("--jobs", type=int, default=JOBS_PER_MODE, help="jobs per mode (at least 1)")
+    parser.add_argument("--gap", type=float, default=PACED_GAP_S, help="idle seconds before each paced job")
     parser.add_argument("--workflow", default="all", help="one smoke workflow (e.g. i2v_single), or all, cycled")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds one /runsync may take")
+    parser.add_argument("--timeout", type=float, default=RUNSYNC_TIMEOUT_S, help="seconds one /runsync may take")
     args = parser.parse_args()
     if args.jobs < 1 or args.gap < 0 or args.timeout <= 0:
         parser.error("--jobs must be at least 1, --gap not negative, --timeout positive")

@@ -208,9 +208,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--comfyui", choices=("auto", "real", "fake"), default="auto")
     parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--api-jobs", type=int, default=10,
+    parser.add_argument("--api-jobs", type=int, default=api_overhead.JOBS_PER_MODE,
                         help="jobs per mode through the local API (paced, back to back); 0 skips that section")
-    parser.add_argument("--gap", type=float, default=10.0, help="idle seconds before each paced API job")
+    parser.add_argument("--gap", type=float, default=api_overhead.PACED_GAP_S,
+                        help="idle seconds before each paced API job")
     for hidden in ("--child", "--url", "--workdir", "--inputs", "--comfyui-dir"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -222,7 +223,7 @@ def main() -> int:
     ok = worker_section(args)
     if args.api_jobs:
         api_args = argparse.Namespace(comfyui=args.comfyui, jobs=args.api_jobs, gap=args.gap, workflow="all",
-                                      timeout=300.0)
+                                      timeout=api_overhead.RUNSYNC_TIMEOUT_S)
         ok &= api_overhead.run_and_report(api_args)
     return 0 if ok else 1
 

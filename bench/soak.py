@@ -122,6 +122,7 @@ def soak(total: int, url: str, workdir: Path, inputs: Path, comfyui_dir: Path | 
     assert len(rounds) == ROUND_LENGTH, "ROUND_LENGTH must be the length of mix()"
     snapshots = {"start": figures(settings, url, comfyui_dir)}
     unexpected: list[str] = []
+    warm_at, settled_at = WARM_ROUNDS * len(rounds), settled_after(total)
     started = time.monotonic()
     for index in range(total):
         name, job_input, should_succeed = rounds[index % len(rounds)]
@@ -129,11 +130,11 @@ def soak(total: int, url: str, workdir: Path, inputs: Path, comfyui_dir: Path | 
         if ("error" not in result) != should_succeed:
             unexpected.append(f"job {index} ({name}): {result.get('error', 'succeeded')}")
         collect_volume_result(result, settings.volume_root)
-        if index + 1 == WARM_ROUNDS * len(rounds):
+        if index + 1 == warm_at:
             snapshots["warm"] = figures(settings, url, comfyui_dir)
             warm_trace = _start_trace() if trace else None
-        if index + 1 == settled_after(total):
-            snapshots["settled"] = figures(settings, url, comfyui_dir)
+        if index + 1 == settled_at:  # the warm rounds' figures when the run is short
+            snapshots["settled"] = snapshots["warm"] if settled_at == warm_at else figures(settings, url, comfyui_dir)
         if (index + 1) % CHECKPOINT_EVERY == 0:
             common.trim_heap()
             print(f"  after {index + 1:5d} jobs: RSS {common.rss_mb():6.1f} MB, open fds {common.open_fds()}, "

@@ -96,10 +96,11 @@ class ComfyClient:
 
     # -- plain HTTP -----------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, path: str, session: requests.Session | None = None,
+                 **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.http_timeout_s)
         try:
-            return self.session.request(method, self.base_url + path, **kwargs)
+            return (session or self.session).request(method, self.base_url + path, **kwargs)
         except requests.RequestException as exc:
             raise ComfyUnavailableError(self._unreachable(f"{method} {path} failed: {type(exc).__name__}")) from None
 
@@ -115,8 +116,8 @@ class ComfyClient:
     def object_info(self) -> dict[str, Any]:
         return self._json("GET", "/object_info")
 
-    def history(self, prompt_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/history/{prompt_id}").get(prompt_id, {})
+    def history(self, prompt_id: str, session: requests.Session | None = None) -> dict[str, Any]:
+        return self._json("GET", f"/history/{prompt_id}", session=session).get(prompt_id, {})
 
     def interrupt(self, prompt_id: str) -> None:
         """Drop our prompt from the queue if it waits, then stop it if it runs (best effort, bounded).
@@ -137,15 +138,12 @@ class ComfyClient:
         moment later (or after its deferred garbage collection), and deleting an entry that does not exist
         yet does nothing, so this waits (bounded) for the entry first.
         """
-        http, url = session or self.session, self.base_url + "/history"
         ends = time.monotonic() + FORGET_WAIT_S
         try:
-            while time.monotonic() < ends:
-                if _finished(http.get(f"{url}/{prompt_id}", timeout=5).json().get(prompt_id) or {}):
-                    break
+            while not _finished(self.history(prompt_id, session)) and time.monotonic() < ends:
                 time.sleep(FORGET_POLL_S)
-            http.post(url, json={"delete": [prompt_id]}, timeout=5)
-        except (requests.RequestException, ValueError, AttributeError):
+            self._request("POST", "/history", session, json={"delete": [prompt_id]}, timeout=5)
+        except (ComfyError, requests.RequestException, AttributeError):
             log.debug("could not delete history of %s", prompt_id)
 
     def download(self, output: OutputFile, target: Path) -> None:
@@ -321,7 +319,7 @@ class _PromptWatch:
     def _ws_result(self) -> PromptResult | None:
         """Execution time from ComfyUI's start stamp to the output's message (same host, same clock; ComfyUI
         stamps execution_success a moment later, but that message may wait behind its gc.collect())."""
-        if not self.ws_files or self.executed_ms is None:
+        if not self.ws_files:  # set, with executed_ms, by the output node's message
             return None
         start = self.started_ms
         execution_s = max(0.0, (self.executed_ms - start) / 1000.0) if start is not None else None

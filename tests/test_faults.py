@@ -42,6 +42,7 @@ import handler as handler_module
 from infinitetalk_worker.config import REPO_ROOT, Settings
 from testsupport.fake_comfyui import FakeComfyUI
 from testsupport.media_factory import make_image, make_wav, probe
+from testsupport.waiting import wait_until
 
 SMOKE = REPO_ROOT / "workflows" / "smoke"
 FAKE_SCRIPT = Path(__file__).resolve().parents[1] / "testsupport" / "fake_comfyui.py"
@@ -93,16 +94,6 @@ def free_port() -> int:
 def get_json(url: str, timeout: float = 1.0) -> dict:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    ends = time.monotonic() + timeout
-    while time.monotonic() < ends:
-        with contextlib.suppress(OSError, ValueError):
-            if condition():
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- ComfyUI as a separate process that can be killed or frozen ------------------------------------

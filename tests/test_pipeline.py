@@ -21,6 +21,7 @@ import handler as handler_module
 from infinitetalk_worker.config import REPO_ROOT, Settings
 from infinitetalk_worker.pipeline import Pipeline, StartupState
 from testsupport.media_factory import make_image, make_wav
+from testsupport.waiting import wait_until
 
 SMOKE = REPO_ROOT / "workflows" / "smoke"
 
@@ -161,17 +162,8 @@ def test_the_history_entry_is_deleted_once_comfyui_writes_it(settings, inputs, f
     assert "video" in run(job(inputs))
     time.sleep(0.3)  # the deletion is asked for meanwhile, before the entry exists
     fake_comfy.finish_gate.set()
-    assert wait_for(lambda: fake_comfy.idle)  # the prompt ended: its entry is written
-    assert wait_for(lambda: not fake_comfy.history), fake_comfy.history.keys()
-
-
-def wait_for(condition, timeout_s: float = 10.0) -> bool:
-    ends = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > ends:
-            return False
-        time.sleep(0.02)
-    return True
+    wait_until(lambda: fake_comfy.idle, 10, "the prompt's end (its entry written)")
+    wait_until(lambda: not fake_comfy.history, 10, "the prompt's history entry deleted")
 
 
 def test_without_the_websocket_the_history_still_gives_the_result(settings, inputs, fake_comfy, monkeypatch):
